@@ -1,0 +1,46 @@
+# The README's commands. Everything installs itself on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export LC_ALL ?= C.UTF-8
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export DO_NOT_TRACK := true
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install run services stop test lint format system-deps
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24,<27" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m ragapp.offline_setup
+	@touch $(STAMP)
+
+# OCR for scanned pages and images (tesseract with Chinese); installed with apt when root.
+system-deps:
+	@bash scripts/system-deps.sh
+
+run: install system-deps
+	$(PY) -m ragapp.devservers run
+
+services: install
+	$(PY) -m ragapp.devservers start
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m ragapp.devservers stop; fi
+
+test: install system-deps
+	$(PY) -m ragapp.devservers test $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

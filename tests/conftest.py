@@ -1,0 +1,100 @@
+"""Shared fixtures. Tests run against the real PostgreSQL+pgvector and Redis that
+`make test` starts (ragapp.devservers); nothing here mocks the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    counter = {"n": 0}
+
+    def make(username: str | None = None, **extra):
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        return django_user_model.objects.create_user(
+            username=username, password="pw-Test-1234", **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_kb(db):
+    from ingestion.models import KnowledgeBase
+
+    def make(owner, name: str = "kb", **extra):
+        return KnowledgeBase.objects.create(owner=owner, name=name, **extra)
+
+    return make
+
+
+def _wait_for_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
+    from ragapp.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}")
+        if app.control.ping(timeout=0.5):
+            return
+    raise RuntimeError("celery worker did not answer ping")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker process (not eager mode) on pytest-django's test database."""
+    from django.db import connection
+
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = dict(os.environ)
+    env["RAG_TEST_DATABASE_NAME"] = connection.settings_dict["NAME"]
+    env.update(getattr(celery_worker_process, "extra_env", {}))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "ragapp",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "-Q",
+                "celery,ingestion,training",
+                "--hostname",
+                f"test-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_worker(proc)
+        proc.log_path = log
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
