@@ -217,6 +217,7 @@ class Chunk(models.Model):
     # tsvector built from them.
     search_text = models.TextField(blank=True)
     search_vector = SearchVectorField(null=True)
+    search_length = models.PositiveIntegerField(default=0, help_text="tokens, for BM25")
 
     objects = ChunkQuerySet.as_manager()
 

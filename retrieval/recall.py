@@ -75,6 +75,24 @@ def dense_search(
     return hits
 
 
+# Okapi BM25 parameters (the usual defaults; rank_bm25 uses the same).
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+def query_lexemes(query: str) -> list[str]:
+    """The query's tokens as PostgreSQL normalises them (stemmed, stopwords dropped)."""
+    tokens = query_tokens(query)
+    if not tokens:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lexeme FROM unnest(to_tsvector(%s::regconfig, %s))",
+            [TS_CONFIG, " ".join(tokens)],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def keyword_search(
     *,
     knowledge_bases: Sequence,
@@ -82,26 +100,61 @@ def keyword_search(
     k: int,
     document_ids: Sequence[int] | None = None,
 ) -> list[Hit]:
-    """Chunks matching any query token, ranked by ts_rank_cd (see retrieval.bm25 for BM25)."""
-    kb_ids = _kb_ids(knowledge_bases)
-    tokens = query_tokens(query)
-    if not kb_ids or not tokens or k <= 0:
-        return []
-    tsquery = " | ".join(f"'{t}'" for t in tokens)
-    doc_filter = ""
-    params: list = [TS_CONFIG, tsquery, kb_ids]
-    if document_ids is not None:
-        doc_filter = "AND c.document_id = ANY(%s)"
-        params.append(list(document_ids))
-    params.append(k)
-    sql = f"""
-        SELECT c.id, ts_rank_cd(c.search_vector, q.query) AS rank
-        FROM ingestion_chunk c, to_tsquery(%s::regconfig, %s) q(query)
-        WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent
-          AND c.search_vector @@ q.query {doc_filter}
-        ORDER BY rank DESC, c.id
-        LIMIT %s
+    """Okapi BM25 over the jieba-segmented full-text column, computed in PostgreSQL.
+
+    The GIN index finds the chunks that contain any query lexeme; document frequencies and
+    lengths come from the same scoped set, so scores are per knowledge-base selection.
     """
+    kb_ids = _kb_ids(knowledge_bases)
+    lexemes = query_lexemes(query)
+    if not kb_ids or not lexemes or k <= 0:
+        return []
+    tsquery = " | ".join("'" + lex.replace("'", "''") + "'" for lex in lexemes)
+    doc_filter, doc_params = "", []
+    if document_ids is not None:
+        doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
+    scope = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent {doc_filter}"
+    counts = ", ".join(
+        "count(*) FILTER (WHERE c.search_vector @@ to_tsquery('simple', %s))" for _ in lexemes
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [Hit(chunk_id, float(rank)) for chunk_id, rank in cursor.fetchall()]
+        cursor.execute(
+            f"SELECT count(*), coalesce(avg(c.search_length), 0) FROM ingestion_chunk c "
+            f"WHERE {scope}",
+            [kb_ids, *doc_params],
+        )
+        total, avg_length = cursor.fetchone()
+        if not total:
+            return []
+        cursor.execute(
+            f"SELECT {counts} FROM ingestion_chunk c WHERE {scope} "
+            "AND c.search_vector @@ to_tsquery('simple', %s)",
+            ["'" + lex.replace("'", "''") + "'" for lex in lexemes]
+            + [kb_ids, *doc_params, tsquery],
+        )
+        dfs = cursor.fetchone()
+        idf = [float(np.log1p((total - df + 0.5) / (df + 0.5))) for df in dfs]
+        cursor.execute(
+            f"""
+            WITH q AS (SELECT * FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)),
+            m AS (
+                SELECT c.id, c.search_vector, c.search_length FROM ingestion_chunk c
+                WHERE {scope} AND c.search_vector @@ to_tsquery('simple', %s)
+            )
+            SELECT m.id, sum(
+                q.idf * (u.tf * ({BM25_K1} + 1))
+                / (u.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * m.search_length / %s))
+            ) AS score
+            FROM m
+            CROSS JOIN LATERAL (
+                SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf
+                FROM unnest(m.search_vector)
+            ) u
+            JOIN q ON q.lexeme = u.lexeme
+            GROUP BY m.id
+            ORDER BY score DESC, m.id
+            LIMIT %s
+            """,
+            [lexemes, idf, kb_ids, *doc_params, tsquery, max(float(avg_length), 1.0), k],
+        )
+        return [Hit(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]

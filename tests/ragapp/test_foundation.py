@@ -20,7 +20,12 @@ from tests.conftest import ROOT
 
 def _chunk(kb, doc, ordinal, text):
     return Chunk.objects.create(
-        document=doc, knowledge_base=kb, ordinal=ordinal, text=text, search_text=segment(text)
+        document=doc,
+        knowledge_base=kb,
+        ordinal=ordinal,
+        text=text,
+        search_text=segment(text),
+        search_length=len(segment(text).split()),
     )
 
 

@@ -1,0 +1,484 @@
+"""Ingestion services: create documents from uploads, and turn a document into chunks.
+
+`document_ingest` is idempotent: it takes the document row under `select_for_update`,
+skips a document whose chunks already match its content and configuration, and replaces
+the previous chunks in one transaction, so a retry or a worker killed mid-way never leaves
+duplicate or partial chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.contrib.postgres.search import SearchVector
+from django.core.files.base import File
+from django.db import transaction
+
+from ingestion.chunking import ChunkDraft, ChunkSizes, chunk_sections
+from ingestion.models import Chunk, ChunkEmbedding, Document, DocumentStatus, KnowledgeBase
+from retrieval.backends import get_embedder
+from retrieval.text import TS_CONFIG, segment
+
+logger = logging.getLogger(__name__)
+
+
+class UploadRejected(Exception):
+    """An upload refused before it became a document (size, type); message is user-facing."""
+
+
+class TransientIngestError(Exception):
+    """Worth retrying: the task retries these with backoff."""
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    document: Document | None
+    created: bool
+    error: str = ""
+
+
+def allowed_extension(name: str) -> bool:
+    ext = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+    return ext in {e.lower() for e in settings.RAG_ALLOWED_EXTENSIONS}
+
+
+def sha256_of(fileobj) -> str:
+    digest = hashlib.sha256()
+    fileobj.seek(0)
+    for block in iter(lambda: fileobj.read(1024 * 1024), b""):
+        digest.update(block)
+    fileobj.seek(0)
+    return digest.hexdigest()
+
+
+def validate_upload(*, name: str, size: int) -> None:
+    if not allowed_extension(name):
+        allowed = ", ".join(sorted(settings.RAG_ALLOWED_EXTENSIONS))
+        raise UploadRejected(f"{name}: file type not supported (allowed: {allowed})")
+    if size > settings.RAG_MAX_UPLOAD_BYTES:
+        limit_mb = settings.RAG_MAX_UPLOAD_BYTES / 1024 / 1024
+        raise UploadRejected(f"{name}: file is larger than the {limit_mb:.0f} MB limit")
+
+
+def document_create(
+    *,
+    knowledge_base: KnowledgeBase,
+    fileobj,
+    name: str,
+    uploaded_by=None,
+    source_url: str = "",
+    enqueue: bool = True,
+) -> UploadResult:
+    """Store an uploaded file as a queued Document (or find the identical one already there)."""
+    name = os.path.basename(name) or "upload"
+    size = getattr(fileobj, "size", None)
+    if size is None:
+        fileobj.seek(0, os.SEEK_END)
+        size = fileobj.tell()
+        fileobj.seek(0)
+    validate_upload(name=name, size=size)
+    content_hash = sha256_of(fileobj)
+    existing = Document.objects.filter(
+        knowledge_base=knowledge_base, content_hash=content_hash
+    ).first()
+    if existing:
+        return UploadResult(
+            existing, False, f"{name}: same content as '{existing.original_name}', not added again"
+        )
+    mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    with transaction.atomic():
+        document = Document(
+            knowledge_base=knowledge_base,
+            original_name=name,
+            source_url=source_url,
+            mime_type=mime_type,
+            size=size,
+            content_hash=content_hash,
+            uploaded_by=uploaded_by,
+        )
+        document.file.save(name, File(fileobj, name=name), save=False)
+        document.save()
+        if enqueue:
+            document_enqueue(document=document)
+    return UploadResult(document, True)
+
+
+def document_enqueue(*, document: Document) -> None:
+    from ingestion.tasks import ingest_document
+
+    Document.objects.filter(pk=document.pk).update(
+        status=DocumentStatus.QUEUED, progress=0, error=""
+    )
+    transaction.on_commit(lambda: ingest_document.delay(document.pk))
+
+
+def document_delete(*, document: Document) -> None:
+    """Remove a document, its chunks (cascade) and its stored file."""
+    storage, path = document.file.storage, document.file.name
+    document.delete()
+    if path:
+        transaction.on_commit(lambda: storage.delete(path))
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+def chunk_sizes_for(kb: KnowledgeBase) -> ChunkSizes:
+    return ChunkSizes(
+        chunk_tokens=kb.setting("chunk_tokens"),
+        overlap_tokens=kb.setting("chunk_overlap_tokens"),
+        parent_tokens=kb.setting("parent_chunk_tokens"),
+    )
+
+
+def token_counter_for(kb: KnowledgeBase) -> Callable[[str], int]:
+    """Sizes are counted with the first of the knowledge base's embedders."""
+    embedder = get_embedder(kb.embedders[0])
+    return embedder.count_tokens
+
+
+def ingest_signature(kb: KnowledgeBase, document: Document) -> str:
+    config = {
+        "hash": document.content_hash,
+        "sizes": chunk_sizes_for(kb).__dict__,
+        "embedders": sorted(kb.embedders),
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+class _Progress:
+    """Writes progress to the row at most every half second (no save(): no clobbering)."""
+
+    def __init__(self, document_id: int) -> None:
+        self.document_id = document_id
+        self.last = 0.0
+
+    def set(self, percent: float, *, status: str | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and status is None and now - self.last < 0.5:
+            return
+        self.last = now
+        fields: dict = {"progress": max(0, min(100, int(percent)))}
+        if status:
+            fields["status"] = status
+        Document.objects.filter(pk=self.document_id).update(**fields)
+
+
+def _local_copy(document: Document) -> tuple[Path, Callable[[], None]]:
+    """A local path for the parsers, whatever storage backend holds the file."""
+    try:
+        return Path(document.file.path), lambda: None
+    except (NotImplementedError, ValueError):
+        pass
+    suffix = Path(document.original_name).suffix
+    handle = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)
+    with document.file.open("rb") as src, handle:
+        for block in iter(lambda: src.read(1024 * 1024), b""):
+            handle.write(block)
+    return Path(handle.name), lambda: os.unlink(handle.name)
+
+
+@dataclass
+class _Work:
+    """One document on its way through the pipeline."""
+
+    document: Document
+    signature: str
+    progress: _Progress
+    timings: dict = field(default_factory=dict)
+    drafts: list[ChunkDraft] = field(default_factory=list)
+    parsed: object = None
+
+
+def _claim(document_id: int) -> _Work | None:
+    """Lock the row and mark it parsing; None when its chunks are already current."""
+    with transaction.atomic():
+        document = (
+            Document.objects.select_for_update()
+            .select_related("knowledge_base")
+            .get(pk=document_id)
+        )
+        signature = ingest_signature(document.knowledge_base, document)
+        if document.status == DocumentStatus.READY and document.ingest_signature == signature:
+            return None  # a duplicate delivery of a finished task
+        document.status = DocumentStatus.PARSING
+        document.progress = 1
+        document.error = ""
+        document.save(update_fields=["status", "progress", "error", "updated_at"])
+    return _Work(document, signature, _Progress(document_id))
+
+
+def parse_limits():
+    from ingestion.parsing import ParseLimits
+
+    return ParseLimits(
+        max_uncompressed_bytes=settings.RAG_MAX_UNCOMPRESSED_BYTES,
+        max_sheet_rows=settings.RAG_MAX_SHEET_ROWS,
+        url_timeout=settings.RAG_URL_FETCH_TIMEOUT,
+        url_max_bytes=settings.RAG_URL_FETCH_MAX_BYTES,
+        ocr_languages=settings.RAG_OCR_LANGUAGES,
+    )
+
+
+def _parse_and_chunk(work: _Work) -> None:
+    from ingestion.parsing import ParseError, parse_file
+
+    document, kb = work.document, work.document.knowledge_base
+    t0 = time.perf_counter()
+    path, cleanup = _local_copy(document)
+    try:
+        work.parsed = parse_file(
+            path,
+            filename=document.original_name,
+            mime_type=document.mime_type,
+            limits=parse_limits(),
+            progress=lambda f: work.progress.set(1 + 44 * f),
+        )
+    finally:
+        cleanup()
+    work.timings["parse"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    work.drafts = chunk_sections(
+        work.parsed.sections, sizes=chunk_sizes_for(kb), count_tokens=token_counter_for(kb)
+    )
+    work.timings["chunk"] = time.perf_counter() - t0
+    if not any(not d.is_parent for d in work.drafts):
+        raise ParseError("no text could be extracted from this file")
+
+
+def _store(work: _Work, vectors: dict[str, np.ndarray]) -> None:
+    parsed, drafts = work.parsed, work.drafts
+    stats = {
+        "sections": len(parsed.sections),
+        "chunks": sum(1 for d in drafts if not d.is_parent),
+        "parents": sum(1 for d in drafts if d.is_parent),
+        "warnings": list(parsed.warnings),
+    }
+    store_chunks(
+        document_id=work.document.pk,
+        drafts=drafts,
+        vectors=vectors,
+        language=parsed.language,
+        page_count=parsed.page_count,
+        signature=work.signature,
+        stats=stats,
+        timings=work.timings,
+    )
+
+
+def _guard(document_id: int, step) -> bool:
+    """Run one step; a permanent failure lands on the row. True when the step succeeded."""
+    from ingestion.parsing import ParseError, TransientParseError
+
+    try:
+        step()
+        return True
+    except SoftTimeLimitExceeded:
+        document_fail(document_id, "processing took too long and was stopped (time limit)")
+    except ParseError as exc:
+        document_fail(document_id, str(exc))
+    except (TransientParseError, TransientIngestError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - stored on the row for the user, logged in full
+        logger.exception("ingesting document %s failed", document_id)
+        document_fail(
+            document_id, f"could not process this file ({type(exc).__name__}: {exc})"[:1000]
+        )
+    return False
+
+
+def document_ingest(*, document_id: int) -> str:
+    """Parse, chunk, embed and store one document. Returns the final status."""
+    work = _claim(document_id)
+    if work is None:
+        return DocumentStatus.READY
+    kb = work.document.knowledge_base
+
+    def run() -> None:
+        _parse_and_chunk(work)
+        work.progress.set(50, status=DocumentStatus.EMBEDDING)
+        t0 = time.perf_counter()
+        vectors = embed_drafts(kb, work.drafts, progress=lambda f: work.progress.set(50 + 45 * f))
+        work.timings["embed"] = time.perf_counter() - t0
+        _store(work, vectors)
+
+    return DocumentStatus.READY if _guard(document_id, run) else DocumentStatus.FAILED
+
+
+def documents_ingest_batch(*, document_ids: list[int], progress=None) -> dict[int, str]:
+    """The same pipeline for many small documents of one knowledge base at once: the
+    embedder sees large batches across documents instead of one small batch per document.
+    Used by `evaluate` and `bench_ingest`; per-document failures stay per document."""
+    results: dict[int, str] = {}
+    works: list[_Work] = []
+    for document_id in document_ids:
+        work = _claim(document_id)
+        if work is None:
+            results[document_id] = DocumentStatus.READY
+            continue
+        if _guard(document_id, lambda w=work: _parse_and_chunk(w)):
+            works.append(work)
+        else:
+            results[document_id] = DocumentStatus.FAILED
+        if progress:
+            progress("parse", document_id)
+    by_kb: dict[int, list[_Work]] = {}
+    for work in works:
+        by_kb.setdefault(work.document.knowledge_base_id, []).append(work)
+    for group in by_kb.values():
+        kb = group[0].document.knowledge_base
+        t0 = time.perf_counter()
+        vectors = embed_drafts(kb, [d for w in group for d in w.drafts])
+        elapsed = time.perf_counter() - t0
+        total = sum(1 for w in group for d in w.drafts if not d.is_parent) or 1
+        offset = 0
+        for work in group:
+            n = sum(1 for d in work.drafts if not d.is_parent)
+            work.timings["embed"] = elapsed * n / total
+            part = {name: matrix[offset : offset + n] for name, matrix in vectors.items()}
+            offset += n
+            ok = _guard(work.document.pk, lambda w=work, p=part: _store(w, p))
+            results[work.document.pk] = DocumentStatus.READY if ok else DocumentStatus.FAILED
+            if progress:
+                progress("store", work.document.pk)
+    return results
+
+
+def document_fail(document_id: int, message: str) -> None:
+    Document.objects.filter(pk=document_id).update(
+        status=DocumentStatus.FAILED, error=message, progress=100
+    )
+
+
+def embed_drafts(
+    kb: KnowledgeBase, drafts: list[ChunkDraft], *, progress: Callable[[float], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Vectors of the child chunks (parents are context, not searched), per embedder."""
+    texts = [d.embed_text for d in drafts if not d.is_parent]
+    out: dict[str, np.ndarray] = {}
+    batch = 64
+    total = max(len(texts) * len(kb.embedders), 1)
+    done = 0
+    for name in kb.embedders:
+        embedder = get_embedder(name)
+        parts = []
+        for start in range(0, len(texts), batch):
+            parts.append(embedder.embed_documents(texts[start : start + batch]))
+            done += len(texts[start : start + batch])
+            if progress:
+                progress(done / total)
+        dim = embedder.dimension
+        out[name] = np.vstack(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    return out
+
+
+def store_chunks(
+    *,
+    document_id: int,
+    drafts: list[ChunkDraft],
+    vectors: dict[str, np.ndarray],
+    language: str,
+    page_count: int | None,
+    signature: str,
+    stats: dict,
+    timings: dict,
+) -> None:
+    """Replace the document's chunks in one transaction."""
+    t_store = time.perf_counter()
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document_id)
+        kb_id = document.knowledge_base_id
+        Chunk.objects.filter(document_id=document_id).delete()
+        rows: list[Chunk] = []
+        for ordinal, draft in enumerate(drafts):
+            rows.append(
+                Chunk(
+                    document_id=document_id,
+                    knowledge_base_id=kb_id,
+                    ordinal=ordinal,
+                    text=draft.text,
+                    token_count=draft.token_count,
+                    heading_path=draft.heading_path,
+                    page=draft.page,
+                    page_end=draft.page_end,
+                    sheet=draft.sheet[:200],
+                    slide=draft.slide,
+                    kind=draft.kind,
+                    language=language,
+                    is_parent=draft.is_parent,
+                    search_text="" if draft.is_parent else segment(draft.embed_text),
+                )
+            )
+        for row in rows:
+            row.search_length = len(row.search_text.split())
+        Chunk.objects.bulk_create(rows, batch_size=500)
+        # Parent links need the parents' ids, which bulk_create has now filled in.
+        linked = []
+        for row, draft in zip(rows, drafts, strict=True):
+            if draft.parent_index is not None:
+                row.parent_id = rows[draft.parent_index].pk
+                linked.append(row)
+        Chunk.objects.bulk_update(linked, ["parent"], batch_size=500)
+        children = [row for row, draft in zip(rows, drafts, strict=True) if not draft.is_parent]
+        embeddings = [
+            ChunkEmbedding(chunk=row, knowledge_base_id=kb_id, embedder=name, embedding=vec)
+            for name, matrix in vectors.items()
+            for row, vec in zip(children, matrix, strict=True)
+        ]
+        ChunkEmbedding.objects.bulk_create(embeddings, batch_size=500)
+        Chunk.objects.filter(document_id=document_id, is_parent=False).update(
+            search_vector=SearchVector("search_text", config=TS_CONFIG)
+        )
+        timings["store"] = time.perf_counter() - t_store
+        document.status = DocumentStatus.READY
+        document.progress = 100
+        document.error = ""
+        document.language = language
+        document.page_count = page_count
+        document.ingest_signature = signature
+        document.stats = {**stats, "seconds": {k: round(v, 3) for k, v in timings.items()}}
+        document.save()
+
+
+def knowledge_base_reembed(*, knowledge_base: KnowledgeBase, progress=None) -> int:
+    """Re-embed every ready chunk of a knowledge base with its current embedders."""
+    count = 0
+    names = list(knowledge_base.embedders)
+    documents = knowledge_base.documents.filter(status=DocumentStatus.READY)
+    for document in documents.iterator():
+        children = list(
+            Chunk.objects.filter(document=document, is_parent=False).order_by("ordinal")
+        )
+        texts = [c.embed_text for c in children]
+        vectors = {name: get_embedder(name).embed_documents(texts) for name in names}
+        with transaction.atomic():
+            ChunkEmbedding.objects.filter(chunk__document=document).delete()
+            ChunkEmbedding.objects.bulk_create(
+                [
+                    ChunkEmbedding(
+                        chunk=c, knowledge_base=knowledge_base, embedder=name, embedding=v
+                    )
+                    for name in names
+                    for c, v in zip(children, vectors[name], strict=True)
+                ],
+                batch_size=500,
+            )
+            signature = ingest_signature(knowledge_base, document)
+            Document.objects.filter(pk=document.pk).update(ingest_signature=signature)
+        count += len(children)
+        if progress:
+            progress(document)
+    return count
