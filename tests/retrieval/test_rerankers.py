@@ -85,10 +85,11 @@ def test_no_reranker_keeps_first_stage_order():
 
 
 def test_cutoffs_absolute_and_relative():
-    cands = [c for c in _candidates(["a", "b", "c", "d"])]
     import dataclasses
 
-    scored = [dataclasses.replace(c, rerank_score=s) for c, s in zip(cands, [0.9, 0.6, 0.4, 0.2])]
+    scores = [0.9, 0.6, 0.4, 0.2]
+    cands = _candidates(["a", "b", "c", "d"])
+    scored = [dataclasses.replace(c, rerank_score=s) for c, s in zip(cands, scores, strict=True)]
     assert len(apply_cutoffs(scored, Cutoffs(top_k=3))) == 3
     assert len(apply_cutoffs(scored, Cutoffs(top_k=10, min_score=0.28))) == 3
     assert len(apply_cutoffs(scored, Cutoffs(top_k=10, max_drop=0.5))) == 2
