@@ -115,12 +115,31 @@ def document_create(
     return UploadResult(document, True)
 
 
-def document_enqueue(*, document: Document) -> None:
+def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploaded_by=None):
+    """A document whose content the worker fetches (size- and time-limited) from `url`."""
+    placeholder = hashlib.sha256(f"url:{url}".encode()).hexdigest()
+    document, created = Document.objects.get_or_create(
+        knowledge_base=knowledge_base,
+        content_hash=placeholder,
+        defaults={
+            "original_name": url[:500],
+            "source_url": url,
+            "mime_type": "text/html",
+            "uploaded_by": uploaded_by,
+        },
+    )
+    document_enqueue(document=document, force=not created)
+    return document
+
+
+def document_enqueue(*, document: Document, force: bool = False) -> None:
+    """Queue (or re-queue) a document; `force` re-ingests even when its chunks are current."""
     from ingestion.tasks import ingest_document
 
-    Document.objects.filter(pk=document.pk).update(
-        status=DocumentStatus.QUEUED, progress=0, error=""
-    )
+    fields = {"status": DocumentStatus.QUEUED, "progress": 0, "error": ""}
+    if force:
+        fields["ingest_signature"] = ""
+    Document.objects.filter(pk=document.pk).update(**fields)
     transaction.on_commit(lambda: ingest_document.delay(document.pk))
 
 
@@ -177,8 +196,34 @@ class _Progress:
         Document.objects.filter(pk=self.document_id).update(**fields)
 
 
+def _fetch_into_storage(document: Document) -> None:
+    """Download a URL document's page once and keep it like an uploaded file."""
+    from django.core.files.base import ContentFile
+
+    from ingestion.parsing import ParseError, fetch_url
+
+    content, filename, mime_type = fetch_url(document.source_url, limits=parse_limits())
+    content_hash = hashlib.sha256(content).hexdigest()
+    twin = (
+        Document.objects.filter(
+            knowledge_base_id=document.knowledge_base_id, content_hash=content_hash
+        )
+        .exclude(pk=document.pk)
+        .first()
+    )
+    if twin:
+        raise ParseError(f"same content as '{twin.original_name}', not added again")
+    document.file.save(filename, ContentFile(content), save=False)
+    document.mime_type = mime_type
+    document.size = len(content)
+    document.content_hash = content_hash
+    document.save(update_fields=["file", "mime_type", "size", "content_hash", "updated_at"])
+
+
 def _local_copy(document: Document) -> tuple[Path, Callable[[], None]]:
     """A local path for the parsers, whatever storage backend holds the file."""
+    if not document.file and document.source_url:
+        _fetch_into_storage(document)
     try:
         return Path(document.file.path), lambda: None
     except (NotImplementedError, ValueError):
@@ -242,7 +287,9 @@ def _parse_and_chunk(work: _Work) -> None:
     try:
         work.parsed = parse_file(
             path,
-            filename=document.original_name,
+            filename=Path(document.file.name).name
+            if document.source_url
+            else document.original_name,
             mime_type=document.mime_type,
             limits=parse_limits(),
             progress=lambda f: work.progress.set(1 + 44 * f),

@@ -257,6 +257,15 @@ RAG_RECALL_K: int = env.int("RAG_RECALL_K", default=50)
 RAG_HNSW_EF_SEARCH: int = env.int("RAG_HNSW_EF_SEARCH", default=100)
 RAG_DENSE_ENABLED: bool = env.bool("RAG_DENSE_ENABLED", default=True)
 RAG_KEYWORD_ENABLED: bool = env.bool("RAG_KEYWORD_ENABLED", default=True)
+# Fusion: per-query min-max normalised scores, summed with these weights by query language
+# (measured on both dev sets; see retrieval/fusion.py). A stage with weight 0 is not run.
+# "dense:*" applies to embedders not named here (e.g. bge-m3 with a model hub).
+RAG_FUSION_WEIGHTS: dict[str, dict[str, float]] = {
+    # MiniLM is strong on English; keyword and USE add small corrections.
+    "en": {"keyword": 0.1, "dense:minilm": 0.8, "dense:use": 0.1, "dense:*": 0.8},
+    # MiniLM's vocabulary carries no Chinese meaning: every mix with it hurt.
+    "zh": {"keyword": 0.5, "dense:minilm": 0.0, "dense:use": 0.5, "dense:*": 0.5},
+}
 
 # Rerank (stage two).
 RAG_RERANKERS: dict[str, dict] = {

@@ -1,10 +1,9 @@
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from ingestion.selectors import knowledge_bases_for
 from ragapp.health import health_report
 
 
@@ -21,5 +20,4 @@ def healthz(request):
 
 @login_required
 def home(request):
-    kbs = knowledge_bases_for(user=request.user)
-    return render(request, "home.html", {"knowledge_bases": kbs})
+    return redirect("kb_list")

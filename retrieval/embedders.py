@@ -90,7 +90,11 @@ class SentenceTransformerEmbedder(_LazyModel):
         model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
         if self.max_seq_length:
             model.max_seq_length = self.max_seq_length
-        actual = model.get_sentence_embedding_dimension()
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
+        actual = get_dim()
         if actual != self.dimension:
             raise ValueError(
                 f"Embedder {self.name!r}: model {self.model_name} produces {actual}-d vectors "

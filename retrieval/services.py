@@ -11,7 +11,7 @@ from django.conf import settings
 from ingestion.models import Chunk
 from retrieval.backends import get_embedder, get_reranker
 from retrieval.cutoffs import Cutoffs, apply_cutoffs
-from retrieval.fusion import fuse
+from retrieval.fusion import fuse, stage_weights
 from retrieval.recall import Hit, dense_search, keyword_search
 from retrieval.types import Candidate
 
@@ -59,6 +59,13 @@ def recall(
     t0 = time.perf_counter()
 
     lists: dict[str, list[Hit]] = {}
+    stages = [f"dense:{n}" for n in names] * bool(dense) + ["keyword"] * bool(keyword)
+    weights = stage_weights(query, stages)
+    if len(stages) == 1 or sum(weights.values()) <= 0:
+        weights = dict.fromkeys(stages, 1.0)  # one stage (or none weighted): its own order
+    # A stage with weight 0 cannot change the fused order: do not run it.
+    names = [n for n in names if weights.get(f"dense:{n}", 0) > 0]
+    keyword = keyword and weights.get("keyword", 0) > 0
     if dense:
         for name in names:
             t = time.perf_counter()
@@ -75,7 +82,7 @@ def recall(
         lists["keyword"] = keyword_search(
             knowledge_bases=knowledge_bases, query=query, k=k, document_ids=document_ids
         )
-    fused = fuse(lists, query=query, k=k)
+    fused = fuse(lists, query=query, k=k, weights=weights)
     candidates = load_candidates(fused, lists)
     timings["recall"] = (time.perf_counter() - t0) * 1000
     return candidates

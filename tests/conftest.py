@@ -60,6 +60,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = dict(os.environ)
     env["RAG_TEST_DATABASE_NAME"] = connection.settings_dict["NAME"]
+    env["RAG_ALLOW_LOCAL_URLS"] = "1"  # the URL tests serve pages from 127.0.0.1
     env.update(getattr(celery_worker_process, "extra_env", {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -98,3 +99,18 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for_documents(ids, timeout: float = 180):
+    """Poll until every document is ready or failed; return them by id."""
+    from ingestion.models import Document, DocumentStatus
+
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = {d.pk: d for d in Document.objects.filter(pk__in=list(ids))}
+        if all(d.status in (DocumentStatus.READY, DocumentStatus.FAILED) for d in docs.values()):
+            return docs
+        if time.monotonic() > deadline:
+            states = {d.original_name: (d.status, d.progress) for d in docs.values()}
+            raise AssertionError(f"documents not finished in {timeout}s: {states}")
+        time.sleep(0.3)

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from ingestion import views
+
+urlpatterns = [
+    path("kb/", views.kb_list, name="kb_list"),
+    path("kb/<int:pk>/", views.kb_detail, name="kb_detail"),
+    path("kb/<int:pk>/documents.json", views.kb_documents, name="kb_documents"),
+    path("kb/<int:pk>/upload", views.kb_upload, name="kb_upload"),
+    path("kb/<int:pk>/add-url", views.kb_add_url, name="kb_add_url"),
+    path("documents/<int:pk>/retry", views.document_retry, name="document_retry"),
+    path("documents/<int:pk>/delete", views.document_remove, name="document_delete"),
+]

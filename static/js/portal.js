@@ -1,0 +1,109 @@
+// Upload portal: drag and drop / picker uploads, and live document status by polling.
+(function () {
+  "use strict";
+  const csrf = document.querySelector("[name=csrfmiddlewaretoken]");
+  const table = document.getElementById("documents");
+  const feedback = document.getElementById("upload-feedback");
+
+  function say(text, cls) {
+    if (!feedback) return;
+    const li = document.createElement("li");
+    li.className = cls;
+    li.textContent = text;
+    feedback.prepend(li);
+  }
+
+  function post(url) {
+    return fetch(url, {method: "POST", headers: {"X-CSRFToken": csrf ? csrf.value : "", "X-Requested-With": "XMLHttpRequest"}});
+  }
+
+  const form = document.getElementById("upload-form");
+  if (form) {
+    const input = document.getElementById("file-input");
+    const zone = document.getElementById("dropzone");
+    const upload = (files) => {
+      if (!files.length) return;
+      const data = new FormData();
+      data.append("csrfmiddlewaretoken", csrf.value);
+      for (const f of files) data.append("files", f);
+      say(files.length + " …", "info");
+      fetch(form.action, {method: "POST", body: data, headers: {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}})
+        .then((r) => r.json())
+        .then((body) => {
+          for (const a of body.accepted) say("✓ " + a.name, "success");
+          for (const r of body.refused) say("✗ " + r.error, "error");
+          refresh();
+        })
+        .catch((e) => say("✗ " + e, "error"));
+      input.value = "";
+    };
+    input.addEventListener("change", () => upload(input.files));
+    ["dragenter", "dragover"].forEach((ev) => zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); }));
+    ["dragleave", "drop"].forEach((ev) => zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.remove("over"); }));
+    zone.addEventListener("drop", (e) => upload(e.dataTransfer.files));
+    zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  }
+
+  function row(d) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = d.id;
+    tr.dataset.status = d.status;
+    const name = document.createElement("td");
+    name.textContent = d.name;
+    const status = document.createElement("td");
+    const badge = document.createElement("span");
+    badge.className = "badge " + d.status;
+    badge.textContent = d.status_label + (d.status === "ready" || d.status === "failed" ? "" : " " + d.progress + "%");
+    status.appendChild(badge);
+    if (d.status !== "ready" && d.status !== "failed") {
+      const bar = document.createElement("progress");
+      bar.max = 100; bar.value = d.progress;
+      status.appendChild(bar);
+    }
+    if (d.error) {
+      const err = document.createElement("div");
+      err.className = "error";
+      err.textContent = d.error;
+      status.appendChild(err);
+    }
+    const pages = document.createElement("td");
+    pages.textContent = d.pages == null ? "" : d.pages;
+    const chunks = document.createElement("td");
+    chunks.textContent = d.chunks;
+    const actions = document.createElement("td");
+    if (table.dataset.canEdit === "1") {
+      const retry = document.createElement("button");
+      retry.className = "small";
+      retry.textContent = table.dataset.labelRetry;
+      retry.addEventListener("click", () => post(table.dataset.retryUrl.replace("/0/", "/" + d.id + "/")).then(refresh));
+      const del = document.createElement("button");
+      del.className = "small danger";
+      del.textContent = table.dataset.labelDelete;
+      del.addEventListener("click", () => { if (confirm(table.dataset.confirm)) post(table.dataset.deleteUrl.replace("/0/", "/" + d.id + "/")).then(refresh); });
+      actions.append(retry, " ", del);
+    }
+    tr.append(name, status, pages, chunks, actions);
+    return tr;
+  }
+
+  let timer = null;
+  function refresh() {
+    if (!table) return;
+    fetch(table.dataset.url, {headers: {"Accept": "application/json"}})
+      .then((r) => r.json())
+      .then((body) => {
+        const tbody = table.querySelector("tbody");
+        tbody.replaceChildren(...body.documents.map(row));
+        if (!body.documents.length) {
+          const tr = document.createElement("tr");
+          tr.innerHTML = '<td colspan="5" class="muted">—</td>';
+          tbody.appendChild(tr);
+        }
+        const busy = body.documents.some((d) => d.status !== "ready" && d.status !== "failed");
+        clearTimeout(timer);
+        timer = setTimeout(refresh, busy ? 1000 : 5000);
+      })
+      .catch(() => { clearTimeout(timer); timer = setTimeout(refresh, 5000); });
+  }
+  refresh();
+})();
