@@ -74,6 +74,8 @@ class KnowledgeBase(models.Model):
     llm_options = models.JSONField(
         default=dict, blank=True, help_text="Overrides: model, temperature, max_tokens."
     )
+    # The latest retrieval evaluation on the owner's QA pairs (see retrieval.qa_eval).
+    last_evaluation = models.JSONField(default=dict, blank=True)
 
     objects = KnowledgeBaseQuerySet.as_manager()
 
@@ -261,3 +263,28 @@ class ChunkEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chunk_id}:{self.embedder}"
+
+
+class QAPair(models.Model):
+    """A question and the document that answers it, uploaded by an owner (CSV): used to
+    evaluate retrieval on the knowledge base's own material and to train its reranker."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="qa_pairs"
+    )
+    question = models.TextField()
+    document = models.ForeignKey(
+        Document, on_delete=models.SET_NULL, null=True, blank=True, related_name="qa_pairs"
+    )
+    document_name = models.CharField(max_length=500, help_text="as written in the CSV")
+    answer = models.TextField(blank=True, help_text="optional expected answer text")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.question[:80]

