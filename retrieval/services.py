@@ -82,10 +82,28 @@ def recall(
         lists["keyword"] = keyword_search(
             knowledge_bases=knowledge_bases, query=query, k=k, document_ids=document_ids
         )
-    fused = fuse(lists, query=query, k=k, weights=weights)
-    candidates = load_candidates(fused, lists)
+    fused = fuse(lists, query=query, k=sum(len(h) for h in lists.values()), weights=weights)
+    candidates = load_candidates(collapse_by_context(fused)[:k], lists)
     timings["recall"] = (time.perf_counter() - t0) * 1000
     return candidates
+
+
+def collapse_by_context(fused: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """One candidate per context: children of one parent would make the reranker and the
+    LLM read the same parent several times, and would crowd other documents out of the k
+    candidates. The best-scoring child stands for its parent."""
+    parent_of = dict(
+        Chunk.objects.filter(pk__in=[c for c, _ in fused]).values_list("pk", "parent_id")
+    )
+    seen: set[int] = set()
+    out = []
+    for chunk_id, score in fused:
+        key = parent_of.get(chunk_id) or -chunk_id
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((chunk_id, score))
+    return out
 
 
 def load_candidates(fused: list[tuple[int, float]], lists: dict[str, list[Hit]]) -> list[Candidate]:

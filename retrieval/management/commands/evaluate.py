@@ -50,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="only the first N queries")
         parser.add_argument("--json", dest="json_out", help="write the results as JSON here")
         parser.add_argument("--keep", action="store_true", help="keep the knowledge base")
+        parser.add_argument(
+            "--reuse-kb",
+            type=int,
+            default=None,
+            help="id of a knowledge base kept by an earlier --keep run on the same dataset",
+        )
 
     def handle(self, *args, **options):
         dataset = load_beir(options["dataset"])
@@ -62,7 +68,12 @@ class Command(BaseCommand):
         rerankers = options["rerankers"] or [n for n in settings.RAG_RERANKERS if n != "none"]
         recall_k = options["recall_k"] or settings.RAG_RECALL_K
 
-        kb = self._ingest(dataset, embedders)
+        if options["reuse_kb"]:
+            kb = KnowledgeBase.objects.get(pk=options["reuse_kb"])
+            self.corpus_ids_of = self._corpus_ids_from_names(kb, dataset)
+            options["keep"] = True
+        else:
+            kb = self._ingest(dataset, embedders)
         try:
             results = self._run(dataset, kb, embedders, rerankers, recall_k, options["limit"])
         finally:
@@ -109,7 +120,7 @@ class Command(BaseCommand):
             dataset.corpus.items(), desc="storing", file=self.stderr, unit="doc"
         ):
             body = f"{title}\n\n{text}" if title else text
-            name = re.sub(r"[^\w.-]+", "_", corpus_id)[:150] + ".txt"
+            name = self._document_name(corpus_id)
             with transaction.atomic():
                 result = document_create(
                     knowledge_base=kb,
@@ -130,6 +141,19 @@ class Command(BaseCommand):
             f"{time.perf_counter() - t0:.1f}s ({failed} failed)."
         )
         return kb
+
+    @staticmethod
+    def _document_name(corpus_id: str) -> str:
+        return re.sub(r"[^\w.-]+", "_", corpus_id)[:150] + ".txt"
+
+    def _corpus_ids_from_names(self, kb, dataset) -> dict[int, list[str]]:
+        by_name = dict(kb.documents.values_list("original_name", "pk"))
+        out: dict[int, list[str]] = {}
+        for corpus_id in dataset.corpus:
+            pk = by_name.get(self._document_name(corpus_id))
+            if pk is not None:
+                out.setdefault(pk, []).append(corpus_id)
+        return out
 
     def _ranked(self, candidates) -> list[str]:
         docs = dedupe_documents(c.document_id for c in candidates)

@@ -1,0 +1,1 @@
+"""Format parsers behind ingestion.parsing (the public entry point)."""
