@@ -83,6 +83,8 @@ SUPPORTED_EXTENSIONS: dict[str, tuple[str, ...]] = {
     ),
     "eml": (".eml", ".mht", ".mhtml"),
     "epub": (".epub",),
+    "odt": (".odt",),
+    "rtf": (".rtf",),
     "png": (".png",),
     "jpeg": (".jpg", ".jpeg", ".jpe"),
     "gif": (".gif",),
@@ -231,9 +233,12 @@ def _detect(path: Path, filename: str, mime_type: str | None) -> tuple[str, str 
     if sniffed in ("zip", "ooxml-other", "odf"):
         if claimed in ("docx", "pptx", "xlsx", "epub"):
             raise ParseError(f"not a valid {claimed.upper()} archive (required parts are missing)")
+        if sniffed == "odf" and claimed == "odt":
+            return "odt", None
         if sniffed == "odf":
             raise ParseError(
-                "OpenDocument files (.odt/.ods/.odp) are not supported; save as .docx/.xlsx/.pptx"
+                "OpenDocument spreadsheets and presentations (.ods/.odp) are not supported; "
+                "save them as .xlsx/.pptx"
             )
         raise ParseError("ZIP archives are not supported; upload the documents inside it")
     if sniffed:
@@ -254,6 +259,8 @@ def _detect(path: Path, filename: str, mime_type: str | None) -> tuple[str, str 
         and head.count(b"\x00") > 16
     ):
         raise ParseError("unsupported file type (binary data)")
+    if head.lstrip().startswith(b"{\\rtf"):
+        return "rtf", None
     if claimed in ("html", "md", "csv", "eml"):
         return claimed, None
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
@@ -322,6 +329,10 @@ def _parse_path(
         from .parsers.containers import parse_epub
 
         return parse_epub(path, ctx), None
+    if kind in ("odt", "rtf"):
+        from .parsers.unstructured_formats import parse_with_unstructured
+
+        return parse_with_unstructured(path, kind, ctx), None
     # text formats: read once, bounded
     if size > 4 * ctx.limits.max_text_chars:
         label = {

@@ -226,6 +226,8 @@ RAG_ALLOWED_EXTENSIONS: list[str] = env.list(
     "RAG_ALLOWED_EXTENSIONS",
     default=[
         "pdf",
+        "odt",
+        "rtf",
         "docx",
         "pptx",
         "xlsx",
