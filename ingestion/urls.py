@@ -10,4 +10,6 @@ urlpatterns = [
     path("kb/<int:pk>/add-url", views.kb_add_url, name="kb_add_url"),
     path("documents/<int:pk>/retry", views.document_retry, name="document_retry"),
     path("documents/<int:pk>/delete", views.document_remove, name="document_delete"),
+    path("documents/<int:pk>/file", views.document_file, name="document_file"),
+    path("documents/<int:pk>/view", views.document_view, name="document_view"),
 ]

@@ -169,3 +169,42 @@ def document_remove(request, pk: int):
     if request.headers.get("x-requested-with") == "XMLHttpRequest":
         return JsonResponse({"ok": True})
     return redirect("kb_detail", pk=kb_id)
+
+
+@login_required
+@require_GET
+def document_file(request, pk: int):
+    """The original file, inline (a PDF opens at #page=N in the browser's viewer)."""
+    from django.http import FileResponse, Http404
+
+    document = document_get(user=request.user, pk=pk)
+    if not document.file:
+        raise Http404("This document has no stored file.")
+    response = FileResponse(
+        document.file.open("rb"),
+        content_type=document.mime_type or "application/octet-stream",
+        as_attachment=not document.original_name.lower().endswith(
+            (".pdf", ".txt", ".png", ".jpg", ".jpeg")
+        ),
+        filename=document.original_name,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox"
+    return response
+
+
+@login_required
+@require_GET
+def document_view(request, pk: int):
+    """The document as text, passage by passage, with the cited passage highlighted."""
+    document = document_get(user=request.user, pk=pk)
+    chunks = document.chunks.filter(is_parent=False).order_by("ordinal")
+    try:
+        highlight = int(request.GET.get("chunk", "0"))
+    except ValueError:
+        highlight = 0
+    return render(
+        request,
+        "ingestion/document_view.html",
+        {"document": document, "chunks": chunks, "highlight": highlight},
+    )

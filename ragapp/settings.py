@@ -272,6 +272,14 @@ RAG_FUSION_WEIGHTS: dict[str, dict[str, float]] = {
 # Rerank (stage two).
 RAG_RERANKERS: dict[str, dict] = {
     "none": {"BACKEND": "retrieval.rerankers.NoReranker", "OPTIONS": {}},
+    # Query-to-best-sentence cosine with the multilingual embedder.
+    "sentence-sim": {
+        "BACKEND": "retrieval.rerankers.EmbeddingSimilarityReranker",
+        "OPTIONS": {"embedder": "use"},
+    },
+    # With a model hub:
+    # "bge": {"BACKEND": "retrieval.rerankers.CrossEncoderReranker",
+    #         "OPTIONS": {"model": "BAAI/bge-reranker-v2-m3"}},
 }
 RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="none")
 RAG_RERANK_TOP_K: int = env.int("RAG_RERANK_TOP_K", default=8)
@@ -291,3 +299,13 @@ RAG_LLM_TIMEOUT: float = env.float("RAG_LLM_TIMEOUT", default=60.0)
 if os.environ.get("RAG_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["RAG_TEST_DATABASE_NAME"]
     DATABASES["default"]["TEST"] = {"NAME": os.environ["RAG_TEST_DATABASE_NAME"]}
+
+# Chat.
+RAG_CHAT_HISTORY_TURNS: int = env.int("RAG_CHAT_HISTORY_TURNS", default=4)
+# Scores "does this passage say this sentence" for the claim check, extracts and abstention.
+RAG_CLAIM_SCORER: str = env.str("RAG_CLAIM_SCORER", default="sentence-sim")
+# Multilingual-USE cosine of a sentence with its best-matching cited sentence: paraphrases
+# of a passage score ~0.6-0.9, unrelated sentences ~0.1-0.3.
+RAG_CLAIM_SUPPORT_THRESHOLD: float = env.float("RAG_CLAIM_SUPPORT_THRESHOLD", default=0.5)
+# Below this best question-to-passage-sentence similarity we say the documents do not answer.
+RAG_ABSTAIN_MIN_SCORE: float = env.float("RAG_ABSTAIN_MIN_SCORE", default=0.3)

@@ -231,3 +231,34 @@ class RemoteReranker(_BaseReranker):
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise RerankerError(f"reranker at {self.url} sent an answer we cannot read") from exc
         return scores
+
+
+class EmbeddingSimilarityReranker(_BaseReranker):
+    """Cosine similarity between the query and the passage's best-matching sentence, with a
+    (multilingual) embedder. Cheap, language-neutral; used where a score of "does this
+    passage say this" is needed and no cross-encoder is configured (claim check, extracts).
+    """
+
+    def __init__(self, *, name: str, embedder: str = "use", max_sentences: int = 64) -> None:
+        self.name = name
+        self.embedder_name = embedder
+        self.max_sentences = max_sentences
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        from ingestion.chunking import split_sentences
+        from retrieval.backends import get_embedder
+
+        if not passages:
+            return []
+        embedder = get_embedder(self.embedder_name)
+        sentences, owners = [], []
+        for i, passage in enumerate(passages):
+            parts = split_sentences(passage)[: self.max_sentences] or [passage]
+            sentences.extend(parts)
+            owners.extend([i] * len(parts))
+        vectors = embedder.embed_documents([query, *sentences])
+        sims = vectors[1:] @ vectors[0]
+        best = [-1.0] * len(passages)
+        for owner, sim in zip(owners, sims, strict=True):
+            best[owner] = max(best[owner], float(sim))
+        return best

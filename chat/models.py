@@ -1,0 +1,75 @@
+"""Conversations, their messages (with sources, timings, usage) and feedback."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    knowledge_bases = models.ManyToManyField("ingestion.KnowledgeBase", related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Mode(models.TextChoices):
+    GENERATED = "generated", _("Generated")
+    EXTRACTIVE = "extractive", _("Extract")
+    ABSTAINED = "abstained", _("Not in the documents")
+    ERROR = "error", _("Error")
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", _("User")
+        ASSISTANT = "assistant", _("Assistant")
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    # For assistant messages:
+    question = models.TextField(blank=True, help_text="the user's question as asked")
+    standalone_question = models.TextField(blank=True, help_text="rewritten with the history")
+    mode = models.CharField(max_length=16, choices=Mode.choices, blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    unverified = models.JSONField(default=list, blank=True, help_text="sentences without support")
+    omitted_passages = models.PositiveIntegerField(default=0)
+    timings = models.JSONField(default=dict, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Feedback(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    rating = models.SmallIntegerField(choices=[(1, "👍"), (-1, "👎")])
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="one_feedback_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating:+d} on {self.message_id}"
