@@ -1,4 +1,5 @@
-"""A real OpenAI-compatible HTTP server for tests: /v1/chat/completions, streaming or not."""
+"""A local OpenAI-compatible HTTP server (127.0.0.1 only) for tests and benchmarks:
+/v1/chat/completions (streaming or not) and /v1/models, answering instantly by default."""
 
 from __future__ import annotations
 
