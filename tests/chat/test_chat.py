@@ -11,7 +11,7 @@ from django.core.management import call_command
 from chat.models import Conversation, Message, Mode
 from chat.services import answer_question
 from ingestion.services import document_create, documents_ingest_batch
-from tests.chat.llm_server import FakeLLM
+from chat.fake_llm import FakeLLM
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
 

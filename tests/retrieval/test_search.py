@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.models, pytest.mark.django_db]
 DOCS = {
     "backup.txt": "pg_dump writes a consistent backup of one database as an SQL script.",
     "vacuum.txt": "VACUUM reclaims storage occupied by dead tuples after updates and deletes.",
-    "index.md": "# Indexes\n\nA B-tree index keeps keys sorted: equality and range lookups are fast.",
+    "index.md": "# Indexes\n\nA B-tree index keeps keys sorted: fast equality and range lookups.",
     "合并.md": "# 表格\n\n在表格中合并单元格：选中要合并的单元格，然后选择“合并单元格”。",
     "页码.txt": "页眉和页脚是页面顶部和底部的区域，可以在页脚中插入页码。",
 }
