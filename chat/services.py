@@ -121,14 +121,19 @@ def answer_question(
     knowledge_bases: Sequence,
     question: str,
     conversation: Conversation | None = None,
+    history: Sequence[ChatMessage] | None = None,
 ) -> Iterator[ChatEvent]:
-    """Answer one question over knowledge bases already scoped to `user`."""
+    """Answer one question over knowledge bases already scoped to `user`. `history`
+    replaces the conversation's stored history (stateless clients send their own)."""
     t_start = time.perf_counter()
     knowledge_bases = list(knowledge_bases)
     if conversation is None:
         conversation = Conversation.objects.create(user=user, title=question.strip()[:120])
         conversation.knowledge_bases.set(knowledge_bases)
-    history = _history(conversation, settings.RAG_CHAT_HISTORY_TURNS)
+    if history is None:
+        history = _history(conversation, settings.RAG_CHAT_HISTORY_TURNS)
+    else:
+        history = list(history)[-2 * settings.RAG_CHAT_HISTORY_TURNS :]
     Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
     assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, question=question)
     timings: dict[str, float] = {}

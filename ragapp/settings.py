@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "ninja",
     "ragapp",
     "ingestion",
     "retrieval",
@@ -309,3 +310,14 @@ RAG_CLAIM_SCORER: str = env.str("RAG_CLAIM_SCORER", default="sentence-sim")
 RAG_CLAIM_SUPPORT_THRESHOLD: float = env.float("RAG_CLAIM_SUPPORT_THRESHOLD", default=0.5)
 # Below this best question-to-passage-sentence similarity we say the documents do not answer.
 RAG_ABSTAIN_MIN_SCORE: float = env.float("RAG_ABSTAIN_MIN_SCORE", default=0.3)
+
+# API: requests per minute per token (0 = no limit). Counted in Django's cache: use a shared
+# cache (e.g. Redis, CACHES below) when several web processes serve the API.
+RAG_API_RATE_LIMIT_PER_MINUTE: int = env.int("RAG_API_RATE_LIMIT_PER_MINUTE", default=600)
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL")}
+        if os.environ.get("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}

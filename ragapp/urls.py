@@ -2,10 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from ragapp import views
+from ragapp.api import api, openai_compat
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("v1/models", openai_compat.models, name="openai_models"),
+    path("v1/chat/completions", openai_compat.chat_completions, name="openai_chat"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("ingestion.urls")),

@@ -8,10 +8,10 @@ import time
 import pytest
 from django.core.management import call_command
 
+from chat.fake_llm import FakeLLM
 from chat.models import Conversation, Message, Mode
 from chat.services import answer_question
 from ingestion.services import document_create, documents_ingest_batch
-from chat.fake_llm import FakeLLM
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
 

@@ -1,0 +1,241 @@
+"""Knowledge bases, members and documents."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Q
+from ninja import File, Query, Router, Status
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from ingestion.models import Document, KnowledgeBase, Membership, Role
+from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
+from ingestion.services import (
+    UploadRejected,
+    document_create,
+    document_create_from_url,
+    document_delete,
+    document_enqueue,
+)
+from ragapp.api.schemas import (
+    ChunkOut,
+    DocumentOut,
+    KnowledgeBaseIn,
+    KnowledgeBaseOut,
+    KnowledgeBasePatch,
+    MemberIn,
+    MemberOut,
+    UploadOut,
+    UrlIn,
+)
+
+router = Router(tags=["knowledge bases"])
+
+
+def kb_out(kb: KnowledgeBase, user) -> dict:
+    return {
+        "id": kb.pk,
+        "name": kb.name,
+        "description": kb.description,
+        "owner": kb.owner.username,
+        "role": kb.role_of(user) or "",
+        "embedders": list(kb.embedders),
+        "documents": getattr(kb, "n_documents", None) or kb.documents.count(),
+        "created_at": kb.created_at,
+        "updated_at": kb.updated_at,
+    }
+
+
+def doc_out(d: Document) -> dict:
+    return {
+        "id": d.pk,
+        "knowledge_base": d.knowledge_base_id,
+        "name": d.original_name,
+        "status": d.status,
+        "progress": d.progress,
+        "error": d.error,
+        "mime_type": d.mime_type,
+        "size": d.size,
+        "pages": d.page_count,
+        "language": d.language,
+        "source_url": d.source_url,
+        "chunks": getattr(d, "n_chunks", None),
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+    }
+
+
+@router.get("/knowledge-bases", response=list[KnowledgeBaseOut])
+def list_knowledge_bases(request):
+    kbs = knowledge_bases_for(user=request.user).select_related("owner")
+    kbs = kbs.annotate(n_documents=Count("documents", distinct=True))
+    return [kb_out(kb, request.user) for kb in kbs]
+
+
+@router.post("/knowledge-bases", response={201: KnowledgeBaseOut})
+def create_knowledge_base(request, payload: KnowledgeBaseIn):
+    kb = KnowledgeBase.objects.create(
+        owner=request.user, name=payload.name, description=payload.description
+    )
+    return Status(201, kb_out(kb, request.user))
+
+
+@router.get("/knowledge-bases/{int:kb_id}", response=KnowledgeBaseOut)
+def get_knowledge_base(request, kb_id: int):
+    return kb_out(knowledge_base_get(user=request.user, pk=kb_id), request.user)
+
+
+@router.patch("/knowledge-bases/{int:kb_id}", response=KnowledgeBaseOut)
+def update_knowledge_base(request, kb_id: int, payload: KnowledgeBasePatch):
+    kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    changes = payload.dict(exclude_unset=True)
+    if (
+        "reranker" in changes
+        and changes["reranker"]
+        and changes["reranker"] not in settings.RAG_RERANKERS
+    ):
+        raise HttpError(400, f"unknown reranker {changes['reranker']!r}")
+    for field, value in changes.items():
+        setattr(kb, field, value if value is not None or field != "name" else kb.name)
+    kb.save()
+    return kb_out(kb, request.user)
+
+
+@router.delete("/knowledge-bases/{int:kb_id}", response={204: None})
+def delete_knowledge_base(request, kb_id: int):
+    kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    with transaction.atomic():
+        for document in kb.documents.all():
+            document_delete(document=document)
+        kb.delete()
+    return Status(204, None)
+
+
+@router.get("/knowledge-bases/{int:kb_id}/members", response=list[MemberOut])
+def list_members(request, kb_id: int):
+    kb = knowledge_base_get(user=request.user, pk=kb_id)
+    members = [{"username": kb.owner.username, "role": Role.OWNER}]
+    members += [
+        {"username": m.user.username, "role": m.role}
+        for m in kb.memberships.select_related("user").order_by("user__username")
+    ]
+    return members
+
+
+@router.post("/knowledge-bases/{int:kb_id}/members", response={201: MemberOut})
+def add_member(request, kb_id: int, payload: MemberIn):
+    kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    user = get_user_model().objects.filter(username=payload.username, is_active=True).first()
+    if user is None:
+        raise HttpError(400, f"no user named {payload.username!r}")
+    if user == kb.owner:
+        raise HttpError(409, "that user owns this knowledge base")
+    Membership.objects.update_or_create(
+        knowledge_base=kb, user=user, defaults={"role": payload.role}
+    )
+    return Status(201, {"username": user.username, "role": payload.role})
+
+
+@router.delete("/knowledge-bases/{int:kb_id}/members/{username}", response={204: None})
+def remove_member(request, kb_id: int, username: str):
+    kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    deleted, _ = kb.memberships.filter(user__username=username).delete()
+    if not deleted:
+        raise HttpError(404, "no such member")
+    return Status(204, None)
+
+
+@router.post("/knowledge-bases/{int:kb_id}/documents", response={201: UploadOut, 413: dict})
+def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...)):  # noqa: B008
+    """Upload one or many files (multipart, field `files`)."""
+    kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
+    if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
+        raise HttpError(400, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
+    accepted, refused = [], []
+    too_large = 0
+    for upload in files:
+        try:
+            with transaction.atomic():
+                result = document_create(
+                    knowledge_base=kb, fileobj=upload, name=upload.name, uploaded_by=request.user
+                )
+        except UploadRejected as exc:
+            too_large += "larger than" in str(exc)
+            refused.append({"name": upload.name, "error": str(exc)})
+            continue
+        if result.created:
+            accepted.append(doc_out(result.document))
+        else:
+            refused.append({"name": upload.name, "error": result.error})
+    if too_large and not accepted and too_large == len(files):
+        raise HttpError(413, refused[0]["error"])
+    return Status(201, {"accepted": accepted, "refused": refused})
+
+
+@router.post("/knowledge-bases/{int:kb_id}/documents/url", response={201: DocumentOut})
+def add_url(request, kb_id: int, payload: UrlIn):
+    kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
+    with transaction.atomic():
+        document = document_create_from_url(
+            knowledge_base=kb, url=payload.url, uploaded_by=request.user
+        )
+    document.refresh_from_db()
+    return Status(201, doc_out(document))
+
+
+@router.get("/knowledge-bases/{int:kb_id}/documents", response=list[DocumentOut])
+@paginate(LimitOffsetPagination)
+def list_documents(request, kb_id: int, status: str | None = Query(None)):
+    kb = knowledge_base_get(user=request.user, pk=kb_id)
+    docs = kb.documents.annotate(n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)))
+    if status:
+        docs = docs.filter(status=status)
+    return [doc_out(d) for d in docs.order_by("-created_at", "-id")]
+
+
+@router.get("/documents/{int:doc_id}", response=DocumentOut)
+def get_document(request, doc_id: int):
+    document = document_get(user=request.user, pk=doc_id)
+    document.n_chunks = document.chunks.filter(is_parent=False).count()
+    return doc_out(document)
+
+
+@router.delete("/documents/{int:doc_id}", response={204: None})
+def delete_document(request, doc_id: int):
+    document = document_get(user=request.user, pk=doc_id, write=True)
+    with transaction.atomic():
+        document_delete(document=document)
+    return Status(204, None)
+
+
+@router.post("/documents/{int:doc_id}/reingest", response={202: DocumentOut})
+def reingest_document(request, doc_id: int):
+    document = document_get(user=request.user, pk=doc_id, write=True)
+    with transaction.atomic():
+        document_enqueue(document=document, force=True)
+    document.refresh_from_db()
+    return Status(202, doc_out(document))
+
+
+@router.get("/documents/{int:doc_id}/chunks", response=list[ChunkOut])
+@paginate(LimitOffsetPagination)
+def document_chunks(request, doc_id: int):
+    document = document_get(user=request.user, pk=doc_id)
+    return [
+        {
+            "id": c.pk,
+            "ordinal": c.ordinal,
+            "text": c.text,
+            "heading": c.heading_path,
+            "page": c.page,
+            "sheet": c.sheet,
+            "slide": c.slide,
+            "kind": c.kind,
+            "token_count": c.token_count,
+            "parent_id": c.parent_id,
+        }
+        for c in document.chunks.order_by("ordinal")
+    ]

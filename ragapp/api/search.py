@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from django.conf import settings
+from ninja import Router
+from ninja.errors import HttpError
+
+from ingestion.selectors import knowledge_bases_for
+from ragapp.api.schemas import SearchIn, SearchOut
+from retrieval.services import search as retrieval_search
+
+router = Router(tags=["search"])
+
+
+def readable(user, ids: list[int]):
+    kbs = list(knowledge_bases_for(user=user).filter(pk__in=ids))
+    if len(kbs) != len(set(ids)):
+        raise HttpError(404, "Not found.")
+    return kbs
+
+
+@router.post("/search", response=SearchOut)
+def search(request, payload: SearchIn):
+    """Retrieval only (recall + rerank, no LLM) over one or several knowledge bases."""
+    kbs = readable(request.user, payload.knowledge_bases)
+    if payload.reranker and payload.reranker not in settings.RAG_RERANKERS:
+        raise HttpError(400, f"unknown reranker {payload.reranker!r}")
+    if not payload.dense and not payload.keyword:
+        raise HttpError(400, "at least one of dense and keyword must be on")
+    result = retrieval_search(
+        knowledge_bases=kbs,
+        query=payload.query,
+        reranker=payload.reranker,
+        recall_k=payload.recall_k,
+        top_k=payload.top_k,
+        dense=payload.dense,
+        keyword=payload.keyword,
+    )
+    return {
+        "query": result.query,
+        "reranker": result.reranker,
+        "recalled": len(result.recalled),
+        "timings_ms": result.timings_ms,
+        "results": [
+            {
+                "chunk_id": c.chunk_id,
+                "document_id": c.document_id,
+                "document": c.document_name,
+                "page": c.page,
+                "heading": c.heading_path,
+                "sheet": c.sheet,
+                "text": c.text,
+                "context": c.context,
+                "recall_rank": c.recall_rank,
+                "recall_score": c.recall_score,
+                "rerank_score": c.rerank_score,
+                "signals": c.signals,
+            }
+            for c in result.results
+        ],
+    }
