@@ -272,17 +272,32 @@ RAG_FUSION_WEIGHTS: dict[str, dict[str, float]] = {
 
 # Rerank (stage two).
 RAG_RERANKERS: dict[str, dict] = {
+    # The shipped offline second stage: a small learned ranker per query language over
+    # per-query standardised signals, trained on Debian documentation that is in no
+    # benchmark (bench/reranker/train_default.py reproduces retrieval/weights/).
+    "default": {
+        "BACKEND": "retrieval.second_stage.LearnedReranker",
+        "OPTIONS": {"model_path": "retrieval/weights/default_ranker.json"},
+    },
+    # A knowledge base's own adapted ranker (manage.py train_reranker --kb), else "default".
+    "kb": {
+        "BACKEND": "retrieval.second_stage.KnowledgeBaseReranker",
+        "OPTIONS": {},
+        "EVALUATE": False,
+    },
     "none": {"BACKEND": "retrieval.rerankers.NoReranker", "OPTIONS": {}},
     # Query-to-best-sentence cosine with the multilingual embedder.
+    # (a scorer for the claim check and extracts; too slow to rerank 50 candidates)
     "sentence-sim": {
         "BACKEND": "retrieval.rerankers.EmbeddingSimilarityReranker",
         "OPTIONS": {"embedder": "use"},
+        "EVALUATE": False,
     },
     # With a model hub:
     # "bge": {"BACKEND": "retrieval.rerankers.CrossEncoderReranker",
     #         "OPTIONS": {"model": "BAAI/bge-reranker-v2-m3"}},
 }
-RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="none")
+RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="default")
 RAG_RERANK_TOP_K: int = env.int("RAG_RERANK_TOP_K", default=8)
 RAG_RERANK_MIN_SCORE: float | None = env.float("RAG_RERANK_MIN_SCORE", default=None)
 RAG_RERANK_MAX_DROP: float | None = env.float("RAG_RERANK_MAX_DROP", default=None)

@@ -117,7 +117,7 @@ def test_search_never_crosses_knowledge_bases(make_user, make_kb):
     kb_a, kb_b = make_kb(alice, "a"), make_kb(bob, "b")
     for kb in (kb_a, kb_b):
         d = Document.objects.create(
-            knowledge_base=kb, original_name="x", content_hash=str(kb.pk) * 64
+            knowledge_base=kb, original_name="x", content_hash=f"{kb.pk:064d}"
         )
         chunk = _chunk(kb, d, 0, "secret plans for the database")
         ChunkEmbedding.objects.create(

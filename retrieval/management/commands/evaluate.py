@@ -65,7 +65,11 @@ class Command(BaseCommand):
         unknown = [e for e in embedders if e not in settings.RAG_EMBEDDERS]
         if unknown:
             raise CommandError(f"unknown embedder(s): {', '.join(unknown)}")
-        rerankers = options["rerankers"] or [n for n in settings.RAG_RERANKERS if n != "none"]
+        rerankers = options["rerankers"] or [
+            name
+            for name, config in settings.RAG_RERANKERS.items()
+            if name != "none" and config.get("EVALUATE", True)
+        ]
         recall_k = options["recall_k"] or settings.RAG_RECALL_K
 
         if options["reuse_kb"]:

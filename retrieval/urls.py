@@ -1,0 +1,7 @@
+from django.urls import path
+
+from retrieval import views
+
+urlpatterns = [
+    path("kb/<int:pk>/hit-test/", views.hit_test, name="hit_test"),
+]

@@ -1,0 +1,90 @@
+"""Hit testing (the retrieval playground): one question against one knowledge base, the
+recall list and the reranked list side by side with the cut-off line. Thin: the work is
+retrieval.services.search."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from ingestion.forms import ThresholdForm
+from ingestion.models import Role
+from ingestion.selectors import knowledge_base_get
+from retrieval.cutoffs import apply_cutoffs
+from retrieval.services import cutoffs_for, search
+
+MAX_QUERY_CHARS = 1000
+
+
+def _number(raw: str | None, kind):
+    """A trial cut-off from the query string; None when absent or not a number."""
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        return None
+
+
+@login_required
+@require_GET
+def hit_test(request, pk: int):
+    kb = knowledge_base_get(user=request.user, pk=pk)
+    is_owner = kb.role_of(request.user) == Role.OWNER
+    query = (request.GET.get("q") or "").strip()[:MAX_QUERY_CHARS]
+    context = {"kb": kb, "query": query, "is_owner": is_owner}
+    trial = {
+        "top_k": _number(request.GET.get("top_k"), int),
+        "min_score": _number(request.GET.get("min_score"), float),
+        "max_drop": _number(request.GET.get("max_drop"), float),
+    }
+    if query:
+        result = search(knowledge_bases=[kb], query=query, top_k=trial["top_k"])
+        cutoffs = result.cutoffs
+        if "min_score" in request.GET:
+            cutoffs = replace(cutoffs, min_score=trial["min_score"])
+        if "max_drop" in request.GET:
+            cutoffs = replace(cutoffs, max_drop=trial["max_drop"])
+        kept = {c.chunk_id for c in apply_cutoffs(result.reranked, cutoffs)}
+        rerank_rank = {c.chunk_id: i for i, c in enumerate(result.reranked, start=1)}
+        recalled = [
+            {
+                "c": c,
+                "rank": c.recall_rank,
+                "rerank_rank": rerank_rank.get(c.chunk_id),
+                "kept": c.chunk_id in kept,
+            }
+            for c in result.recalled
+        ]
+        reranked = [
+            {"c": c, "rank": i, "move": c.recall_rank - i, "kept": c.chunk_id in kept}
+            for i, c in enumerate(result.reranked, start=1)
+        ]
+        context.update(
+            result=result,
+            cutoffs=cutoffs,
+            recalled=recalled,
+            reranked=reranked,
+            n_kept=len(kept),
+        )
+    else:
+        cutoffs = None
+    shown = cutoffs or cutoffs_for([kb])
+    context["trial"] = {
+        "top_k": shown.top_k,
+        "min_score": "" if shown.min_score is None else shown.min_score,
+        "max_drop": "" if shown.max_drop is None else shown.max_drop,
+    }
+    if is_owner:
+        context["threshold_form"] = ThresholdForm(
+            instance=kb,
+            initial={
+                "rerank_top_k": shown.top_k,
+                "rerank_min_score": shown.min_score,
+                "rerank_max_drop": shown.max_drop,
+            },
+        )
+    return render(request, "retrieval/hit_test.html", context)
