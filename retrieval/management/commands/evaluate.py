@@ -32,8 +32,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv"
+            "dataset", nargs="?", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv"
         )
+        parser.add_argument(
+            "--kb", help="instead of a dataset: evaluate this knowledge base on its QA pairs"
+        )
+        parser.add_argument("--qa", help="with --kb: first import QA pairs from this CSV")
         parser.add_argument(
             "--embedder",
             action="append",
@@ -58,6 +62,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        if options["kb"]:
+            return self._evaluate_kb(options)
+        if not options["dataset"]:
+            raise CommandError("give a DATASET_DIR, or --kb NAME for a knowledge base's QA pairs")
         dataset = load_beir(options["dataset"])
         if not dataset.queries:
             raise CommandError("the dataset has no queries with relevance judgements")
@@ -106,6 +114,27 @@ class Command(BaseCommand):
             with open(options["json_out"], "w", encoding="utf-8") as handle:
                 json.dump(summary, handle, indent=2, ensure_ascii=False)
             self.stdout.write(f"Wrote {options['json_out']}")
+
+    def _evaluate_kb(self, options) -> None:
+        from retrieval.qa_eval import knowledge_base_evaluate, qa_pairs_import
+
+        kb = KnowledgeBase.objects.filter(name=options["kb"]).first()
+        if kb is None:
+            raise CommandError(f"no knowledge base named {options['kb']!r}")
+        if options["qa"]:
+            with open(options["qa"], encoding="utf-8") as handle:
+                created, problems = qa_pairs_import(knowledge_base=kb, text=handle.read())
+            self.stdout.write(f"Imported {created} QA pairs.")
+            for problem in problems:
+                self.stdout.write(f"  {problem}")
+        report = knowledge_base_evaluate(knowledge_base=kb)
+        if not report["pairs"]:
+            raise CommandError("this knowledge base has no QA pairs that match a document")
+        title = f"{kb.name}: {report['pairs']} QA pairs"
+        self.stdout.write(format_table(report["results"], title=title))
+        if options["json_out"]:
+            with open(options["json_out"], "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=2, ensure_ascii=False)
 
     def _ingest(self, dataset, embedders) -> KnowledgeBase:
         User = get_user_model()
