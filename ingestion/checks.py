@@ -13,10 +13,14 @@ def check_vector_indexes(app_configs=None, databases=None, **kwargs):
 
     if not databases or "default" not in databases:
         return []
+    from django.db import connection
+
     try:
+        if "ingestion_chunkembedding" not in connection.introspection.table_names():
+            return []  # not migrated yet: migrate creates the indexes
         existing = existing_index_dimensions("default")
     except DatabaseError:
-        return []  # not migrated yet: migrate creates the indexes
+        return []
     problems = []
     for embedder in settings.RAG_EMBEDDERS:
         name = index_name(embedder)

@@ -313,6 +313,7 @@ def run(host: str, port: int) -> int:
             )
         )
         _wait_for_http(host, port, timeout=60)
+        _wait_for_health(host, port, timeout=60)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
         print(f"\nReady in {time.monotonic() - t0:.1f}s. Open {url} and log in.")
         print(f"  {_describe()}")
@@ -339,6 +340,24 @@ def _wait_for_http(host: str, port: int, timeout: float) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"the web server did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _wait_for_health(host: str, port: int, timeout: float) -> None:
+    """Until /healthz says every part (the worker included) is up."""
+    import urllib.error
+    import urllib.request
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{target}:{port}/healthz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    print("warning: /healthz did not report every part healthy yet", file=sys.stderr)
 
 
 def run_tests(pytest_args: list[str]) -> int:
