@@ -1,7 +1,8 @@
 from django import forms
+from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
-from ingestion.models import KnowledgeBase
+from ingestion.models import KnowledgeBase, Role
 
 
 class KnowledgeBaseForm(forms.ModelForm):
@@ -13,3 +14,47 @@ class KnowledgeBaseForm(forms.ModelForm):
 
 class UrlForm(forms.Form):
     url = forms.URLField(label=_("Web page address"), max_length=2000, assume_scheme="https")
+
+
+class MemberForm(forms.Form):
+    """The owner adds an existing user, by username, as an editor or a viewer."""
+
+    username = forms.CharField(label=_("Username"), max_length=150)
+    role = forms.ChoiceField(
+        label=_("Role"),
+        choices=[(Role.EDITOR, _("Editor")), (Role.VIEWER, _("Viewer"))],
+        initial=Role.VIEWER,
+    )
+
+    def __init__(self, *args, knowledge_base: KnowledgeBase, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.knowledge_base = knowledge_base
+
+    def clean_username(self):
+        username = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise forms.ValidationError(_("There is no user with this username."))
+        if user.pk == self.knowledge_base.owner_id:
+            raise forms.ValidationError(_("This user owns the knowledge base."))
+        self.cleaned_data["user"] = user
+        return username
+
+
+class ThresholdForm(forms.ModelForm):
+    """The reranker cut-offs an owner tunes on the hit-testing page (empty: site default)."""
+
+    class Meta:
+        model = KnowledgeBase
+        fields = ["rerank_top_k", "rerank_min_score", "rerank_max_drop"]
+        labels = {
+            "rerank_top_k": _("Keep at most (top k)"),
+            "rerank_min_score": _("Minimum rerank score"),
+            "rerank_max_drop": _("Maximum drop from the best score (0–1)"),
+        }
+
+    def clean_rerank_max_drop(self):
+        value = self.cleaned_data["rerank_max_drop"]
+        if value is not None and not 0 <= value <= 1:
+            raise forms.ValidationError(_("Enter a number between 0 and 1."))
+        return value

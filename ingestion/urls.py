@@ -5,6 +5,15 @@ from ingestion import views
 urlpatterns = [
     path("kb/", views.kb_list, name="kb_list"),
     path("kb/<int:pk>/", views.kb_detail, name="kb_detail"),
+    path("kb/<int:pk>/settings/", views.kb_settings, name="kb_settings"),
+    path("kb/<int:pk>/delete/", views.kb_delete, name="kb_delete"),
+    path("kb/<int:pk>/members/", views.kb_members, name="kb_members"),
+    path(
+        "kb/<int:pk>/members/<int:member_pk>/remove",
+        views.kb_member_remove,
+        name="kb_member_remove",
+    ),
+    path("kb/<int:pk>/thresholds", views.kb_thresholds, name="kb_thresholds"),
     path("kb/<int:pk>/documents.json", views.kb_documents, name="kb_documents"),
     path("kb/<int:pk>/upload", views.kb_upload, name="kb_upload"),
     path("kb/<int:pk>/add-url", views.kb_add_url, name="kb_add_url"),

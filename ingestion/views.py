@@ -5,15 +5,17 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.http import JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ingestion.forms import KnowledgeBaseForm, UrlForm
-from ingestion.models import DocumentStatus, Role
+from ingestion.forms import KnowledgeBaseForm, MemberForm, ThresholdForm, UrlForm
+from ingestion.models import Chunk, Document, DocumentStatus, Membership, Role
 from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
 from ingestion.services import (
     UploadRejected,
@@ -36,13 +38,39 @@ def kb_list(request):
     else:
         form = KnowledgeBaseForm()
     kbs = knowledge_bases_for(user=request.user).annotate(
-        n_documents=Count("documents", distinct=True),
-        n_ready=Count("documents", filter=Q(documents__status=DocumentStatus.READY), distinct=True),
-        n_failed=Count(
-            "documents", filter=Q(documents__status=DocumentStatus.FAILED), distinct=True
+        n_documents=_count(Document.objects.filter(knowledge_base=OuterRef("pk"))),
+        n_chunks=_count(Chunk.objects.filter(knowledge_base=OuterRef("pk"), is_parent=False)),
+        size=Subquery(
+            Document.objects.filter(knowledge_base=OuterRef("pk"))
+            .values("knowledge_base")
+            .annotate(s=Sum("size"))
+            .values("s")[:1]
         ),
+        **{
+            f"n_{status}": _count(
+                Document.objects.filter(knowledge_base=OuterRef("pk"), status=status)
+            )
+            for status in DocumentStatus.values
+        },
     )
     return render(request, "ingestion/kb_list.html", {"knowledge_bases": kbs, "form": form})
+
+
+def _count(queryset):
+    """A correlated COUNT(*) subquery: several counts on one list without join blow-up."""
+    return Subquery(
+        queryset.order_by().values("knowledge_base").annotate(n=Count("pk")).values("n")[:1],
+        output_field=IntegerField(),
+    )
+
+
+def _redirect_back(request, default):
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return default
 
 
 @login_required
@@ -54,7 +82,9 @@ def kb_detail(request, pk: int):
         "ingestion/kb_detail.html",
         {
             "kb": kb,
+            "role": role,
             "can_edit": role in (Role.OWNER, Role.EDITOR),
+            "is_owner": role == Role.OWNER,
             "url_form": UrlForm(),
             "max_upload_mb": settings.RAG_MAX_UPLOAD_BYTES // (1024 * 1024),
             "max_files": settings.RAG_MAX_FILES_PER_UPLOAD,
@@ -156,7 +186,8 @@ def document_retry(request, pk: int):
         document_enqueue(document=document, force=True)
     if request.headers.get("x-requested-with") == "XMLHttpRequest":
         return JsonResponse({"ok": True})
-    return redirect("kb_detail", pk=document.knowledge_base_id)
+    messages.success(request, _("%(name)s is queued again.") % {"name": document.original_name})
+    return _redirect_back(request, redirect("kb_detail", pk=document.knowledge_base_id))
 
 
 @login_required
@@ -208,3 +239,91 @@ def document_view(request, pk: int):
         "ingestion/document_view.html",
         {"document": document, "chunks": chunks, "highlight": highlight},
     )
+
+
+@login_required
+def kb_settings(request, pk: int):
+    """Rename (and describe) a knowledge base: owners only."""
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    form = KnowledgeBaseForm(request.POST or None, instance=kb)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, _("Saved."))
+        return redirect("kb_detail", pk=kb.pk)
+    return render(request, "ingestion/kb_settings.html", {"kb": kb, "form": form, "is_owner": True})
+
+
+@login_required
+def kb_delete(request, pk: int):
+    """GET asks for confirmation; POST deletes the knowledge base with all its documents."""
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    if request.method == "POST":
+        name = kb.name
+        with transaction.atomic():
+            for document in kb.documents.all():
+                document_delete(document=document)
+            kb.delete()
+        messages.success(request, _("Knowledge base %(name)s deleted.") % {"name": name})
+        return redirect("kb_list")
+    stats = kb.documents.aggregate(n=Count("pk"), size=Sum("size"))
+    return render(
+        request, "ingestion/kb_confirm_delete.html", {"kb": kb, "stats": stats, "is_owner": True}
+    )
+
+
+@login_required
+def kb_members(request, pk: int):
+    """Any member sees who else is in; the owner adds users and changes roles."""
+    kb = knowledge_base_get(user=request.user, pk=pk)
+    is_owner = kb.role_of(request.user) == Role.OWNER
+    form = MemberForm(request.POST or None, knowledge_base=kb)
+    if request.method == "POST":
+        if not is_owner:
+            raise PermissionDenied
+        if form.is_valid():
+            Membership.objects.update_or_create(
+                knowledge_base=kb,
+                user=form.cleaned_data["user"],
+                defaults={"role": form.cleaned_data["role"]},
+            )
+            messages.success(
+                request,
+                _("%(user)s can now use this knowledge base as %(role)s.")
+                % {
+                    "user": form.cleaned_data["username"],
+                    "role": Role(form.cleaned_data["role"]).label,
+                },
+            )
+            return redirect("kb_members", pk=kb.pk)
+    members = kb.memberships.select_related("user").order_by("user__username")
+    return render(
+        request,
+        "ingestion/kb_members.html",
+        {"kb": kb, "form": form, "members": members, "is_owner": is_owner},
+    )
+
+
+@login_required
+@require_POST
+def kb_member_remove(request, pk: int, member_pk: int):
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    membership = get_object_or_404(Membership, pk=member_pk, knowledge_base=kb)
+    membership.delete()
+    messages.success(request, _("%(user)s removed.") % {"user": membership.user.username})
+    return redirect("kb_members", pk=kb.pk)
+
+
+@login_required
+@require_POST
+def kb_thresholds(request, pk: int):
+    """Save the cut-offs tried on the hit-testing page as this knowledge base's own."""
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    form = ThresholdForm(request.POST, instance=kb)
+    if form.is_valid():
+        form.save()
+        messages.success(request, _("Thresholds saved."))
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+    return _redirect_back(request, redirect("hit_test", pk=kb.pk))

@@ -10,9 +10,13 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("v1/models", openai_compat.models, name="openai_models"),
     path("v1/chat/completions", openai_compat.chat_completions, name="openai_chat"),
+    path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("kb/<int:pk>/dashboard/", views.kb_dashboard, name="kb_dashboard"),
     path("", include("ingestion.urls")),
+    path("", include("retrieval.urls")),
     path("", include("chat.urls")),
     path("", views.home, name="home"),
 ]

@@ -1,9 +1,22 @@
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from ingestion.models import KnowledgeBase
+from ingestion.selectors import knowledge_base_get
+from ragapp.dashboard import (
+    PERCENTILES,
+    Bar,
+    bar_chart,
+    dashboard_for,
+    evaluation_rows,
+    hbar_chart,
+)
+from ragapp.forms import SignUpForm
 from ragapp.health import health_report
 
 
@@ -21,3 +34,92 @@ def healthz(request):
 @login_required
 def home(request):
     return redirect("kb_list")
+
+
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("kb_list")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _dashboard_context(knowledge_bases, *, title: str, kb=None) -> dict:
+    data = dashboard_for(knowledge_bases)
+    stage_labels = {
+        "condense": _("Condense"),
+        "recall": _("Recall"),
+        "rerank": _("Rerank"),
+        "first_token": _("First token"),
+        "total": _("Total"),
+    }
+    slowest = max((v[99] for v in data.latency.values()), default=0)
+    latency = [
+        {
+            "stage": stage_labels.get(stage, stage),
+            "values": values,
+            "bars": hbar_chart(
+                [Bar(f"p{q}", values[q], f"p{q}") for q in PERCENTILES],
+                width=260,
+                max_value=slowest,
+            ),
+        }
+        for stage, values in data.latency.items()
+    ]
+    feedback = [
+        Bar("👍", data.feedback_up, "up"),
+        Bar("👎", data.feedback_down, "down"),
+    ]
+    evaluation = evaluation_rows(data.evaluation)
+    mode_chart = hbar_chart(data.modes, width=260)
+    evaluation_chart = hbar_chart(
+        evaluation, width=260, max_value=max([1.0, *(b.value for b in evaluation)])
+    )
+    return {
+        "title": title,
+        "kb": kb,
+        "is_owner": kb is not None,
+        "d": data,
+        "status_chart": bar_chart(data.documents_by_status, width=400, height=140),
+        "days_chart": bar_chart(data.questions_per_day, width=600, height=140),
+        "days_max": max((b.value for b in data.questions_per_day), default=0),
+        "mode_chart": mode_chart,
+        "mode_height": len(mode_chart) * 22,
+        "feedback_chart": hbar_chart(feedback, width=260),
+        "latency": latency,
+        "evaluation_chart": evaluation_chart,
+        "evaluation_height": len(evaluation_chart) * 22,
+        "evaluation_other": {
+            k: v
+            for k, v in data.evaluation.items()
+            if not isinstance(v, int | float | dict) or isinstance(v, bool)
+        },
+    }
+
+
+@login_required
+def dashboard(request):
+    """Staff see the whole site; anyone else the knowledge bases they own."""
+    if request.user.is_staff:
+        kbs = KnowledgeBase.objects.all()
+        title = _("Site dashboard")
+    else:
+        kbs = KnowledgeBase.objects.owned_by(request.user)
+        title = _("Dashboard of my knowledge bases")
+    context = _dashboard_context(kbs, title=title)
+    context["knowledge_bases"] = kbs
+    return render(request, "ragapp/dashboard.html", context)
+
+
+@login_required
+def kb_dashboard(request, pk: int):
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    context = _dashboard_context(
+        KnowledgeBase.objects.filter(pk=kb.pk),
+        title=_("Dashboard: %(name)s") % {"name": kb.name},
+        kb=kb,
+    )
+    return render(request, "ragapp/dashboard.html", context)

@@ -47,7 +47,7 @@
       const head = el("div", "source-head");
       head.appendChild(el("strong", null, "[" + s.n + "] " + s.document));
       const where = [];
-      if (s.page) where.push(L.labelPage + " " + s.page);
+      if (s.page) where.push(L.labelPage.replace("{n}", s.page));
       if (s.sheet) where.push(s.sheet);
       if (s.heading) where.push(s.heading);
       where.push(L.labelScore + " " + Number(s.score).toFixed(3));
@@ -73,15 +73,24 @@
     for (const [rating, label] of [[1, "👍"], [-1, "👎"]]) {
       const b = el("button", "small link thumb", label);
       b.type = "button";
-      b.setAttribute("aria-label", rating > 0 ? "helpful" : "not helpful");
+      b.setAttribute("aria-label", rating > 0 ? L.labelHelpful : L.labelUnhelpful);
+      b.title = b.getAttribute("aria-label");
       b.addEventListener("click", () => {
         const body = new FormData();
         body.append("rating", rating);
         fetch(L.feedbackUrl.replace("/0/", "/" + msgId + "/"), {method: "POST", body, headers: {"X-CSRFToken": csrf}})
-          .then((r) => { if (r.ok) { wrap.querySelectorAll(".thumb").forEach((x) => x.classList.remove("chosen")); b.classList.add("chosen"); } });
+          .then((r) => {
+            if (!r.ok) return;
+            wrap.querySelectorAll(".thumb").forEach((x) => { x.classList.remove("chosen"); x.setAttribute("aria-pressed", "false"); });
+            b.classList.add("chosen"); b.setAttribute("aria-pressed", "true");
+            thanks.textContent = L.labelThanks;
+          });
       });
       wrap.appendChild(b);
     }
+    const thanks = el("span", "muted feedback-note");
+    thanks.setAttribute("role", "status");
+    wrap.appendChild(thanks);
     return wrap;
   }
 
@@ -93,7 +102,7 @@
 
   function addAssistant() {
     const m = el("div", "msg assistant");
-    const status = el("div", "status muted", L.labelThinking);
+    const status = el("div", "status muted thinking", L.labelThinking);
     const answer = el("div", "bubble answer");
     const unverified = el("ul", "unverified");
     const sources = el("div", "sources");
@@ -105,6 +114,7 @@
   function finish(view, data) {
     const id = data.message_id;
     view.answer.id = "answer-" + id;
+    view.status.classList.remove("thinking");
     view.status.textContent = data.mode === "abstained" ? L.labelAbstained : "";
     view.m.classList.add(data.mode);
     renderAnswer(view.answer, data.answer, id);
@@ -155,7 +165,7 @@
         const {value, done} = await reader.read();
         if (done) break;
         buffer = parseFrames(buffer + decoder.decode(value, {stream: true}), (type, payload) => {
-          if (type === "token") { text += payload.text; view.status.textContent = ""; renderAnswer(view.answer, text, "live"); }
+          if (type === "token") { text += payload.text; view.status.textContent = ""; view.status.classList.remove("thinking"); renderAnswer(view.answer, text, "live"); }
           else if (type === "sources") renderSources(view.sources, payload.sources, "live");
           else if (type === "done") {
             finish(view, payload);
@@ -165,17 +175,19 @@
               form.querySelector(".kb-pick").disabled = true;
               history.replaceState(null, "", "/chat/" + payload.conversation_id + "/");
             }
-          } else if (type === "error") { view.status.textContent = L.labelError + ": " + payload.message; view.m.classList.add("error"); }
+          } else if (type === "error") { view.status.classList.remove("thinking"); view.status.textContent = L.labelError + ": " + payload.message; view.m.classList.add("error"); }
         });
       }
     } catch (err) {
+      view.status.classList.remove("thinking");
       if (err.name !== "AbortError") { view.status.textContent = L.labelError + ": " + err.message; view.m.classList.add("error"); }
-      else view.status.textContent = "";
+      else view.status.textContent = L.labelStopped;
     } finally {
       stopButton.hidden = true;
       controller = null;
     }
   });
+  document.querySelectorAll("form.confirm").forEach((f) => f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); }));
   stopButton.addEventListener("click", () => controller && controller.abort());
   form.querySelector("textarea").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }

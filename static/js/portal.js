@@ -26,7 +26,7 @@
       const data = new FormData();
       data.append("csrfmiddlewaretoken", csrf.value);
       for (const f of files) data.append("files", f);
-      say(files.length + " …", "info");
+      say((form.dataset.labelUploading || "…") + " " + files.length, "info");
       fetch(form.action, {method: "POST", body: data, headers: {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}})
         .then((r) => r.json())
         .then((body) => {
@@ -49,7 +49,12 @@
     tr.dataset.id = d.id;
     tr.dataset.status = d.status;
     const name = document.createElement("td");
-    name.textContent = d.name;
+    if (d.status === "ready" && table.dataset.viewUrl) {
+      const link = document.createElement("a");
+      link.href = table.dataset.viewUrl.replace("/0/", "/" + d.id + "/");
+      link.textContent = d.name;
+      name.appendChild(link);
+    } else name.textContent = d.name;
     const status = document.createElement("td");
     const badge = document.createElement("span");
     badge.className = "badge " + d.status;
@@ -67,6 +72,7 @@
       status.appendChild(err);
     }
     const pages = document.createElement("td");
+    pages.className = "hide-narrow";
     pages.textContent = d.pages == null ? "" : d.pages;
     const chunks = document.createElement("td");
     chunks.textContent = d.chunks;
@@ -96,7 +102,9 @@
         tbody.replaceChildren(...body.documents.map(row));
         if (!body.documents.length) {
           const tr = document.createElement("tr");
-          tr.innerHTML = '<td colspan="5" class="muted">—</td>';
+          const td = document.createElement("td");
+          td.colSpan = 5; td.className = "muted"; td.textContent = table.dataset.empty || "—";
+          tr.appendChild(td);
           tbody.appendChild(tr);
         }
         const busy = body.documents.some((d) => d.status !== "ready" && d.status !== "failed");

@@ -1,0 +1,343 @@
+"""Server-side page tests: every page renders, every POST form carries CSRF, knowledge is
+scoped by membership (another user's pages are 404), the Chinese translation is served."""
+
+import re
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from chat.models import Conversation, Feedback, Message, Mode
+from ingestion.models import Chunk, Document, DocumentStatus, KnowledgeBase, Membership, Role
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def kb(alice, make_kb):
+    kb = make_kb(alice, "manuals", description="PostgreSQL notes")
+    doc = Document.objects.create(
+        knowledge_base=kb,
+        original_name="guide.pdf",
+        content_hash="a" * 64,
+        status=DocumentStatus.READY,
+        size=2048,
+        page_count=3,
+    )
+    Chunk.objects.create(
+        document=doc, knowledge_base=kb, ordinal=0, text="VACUUM reclaims.", page=2
+    )
+    Document.objects.create(
+        knowledge_base=kb,
+        original_name="broken.docx",
+        content_hash="b" * 64,
+        status=DocumentStatus.FAILED,
+        error="could not parse: truncated zip",
+    )
+    return kb
+
+
+@pytest.fixture
+def conversation(alice, kb):
+    conv = Conversation.objects.create(user=alice, title="vacuum?")
+    conv.knowledge_bases.set([kb])
+    Message.objects.create(conversation=conv, role="user", content="What does VACUUM do?")
+    answer = Message.objects.create(
+        conversation=conv,
+        role="assistant",
+        question="What does VACUUM do?",
+        content="VACUUM reclaims storage [1].",
+        mode=Mode.EXTRACTIVE,
+        timings={"condense": 1, "recall": 40, "rerank": 80, "first_token": 130, "total": 150},
+    )
+    for _ in range(2):
+        Message.objects.create(
+            conversation=conv,
+            role="assistant",
+            question="Who wrote the manual?",
+            mode=Mode.ABSTAINED,
+            timings={"recall": 30, "rerank": 60, "total": 100},
+        )
+    Feedback.objects.create(message=answer, user=alice, rating=1)
+    return conv
+
+
+def owner_pages(kb, conversation):
+    doc = kb.documents.get(original_name="guide.pdf")
+    return [
+        reverse("kb_list"),
+        reverse("kb_detail", args=[kb.pk]),
+        reverse("kb_members", args=[kb.pk]),
+        reverse("kb_settings", args=[kb.pk]),
+        reverse("kb_delete", args=[kb.pk]),
+        reverse("hit_test", args=[kb.pk]),
+        reverse("kb_dashboard", args=[kb.pk]),
+        reverse("dashboard"),
+        reverse("chat"),
+        reverse("chat_conversation", args=[conversation.pk]),
+        reverse("document_view", args=[doc.pk]),
+        reverse("password_change"),
+    ]
+
+
+def assert_post_forms_have_csrf(html: str, url: str):
+    forms = re.findall(r"<form\b[^>]*>.*?</form>", html, flags=re.S | re.I)
+    post_forms = [f for f in forms if re.search(r'method="post"', f, flags=re.I)]
+    for form in post_forms:
+        assert "csrfmiddlewaretoken" in form, f"{url}: POST form without CSRF: {form[:200]}"
+    return len(post_forms)
+
+
+def test_every_page_renders_and_every_post_form_has_csrf(client, alice, kb, conversation):
+    client.force_login(alice)
+    n_forms = 0
+    for url in owner_pages(kb, conversation):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        n_forms += assert_post_forms_have_csrf(response.content.decode(), url)
+    assert n_forms > 10
+    client.logout()
+    for url in (reverse("login"), reverse("signup")):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert assert_post_forms_have_csrf(response.content.decode(), url) >= 1
+
+
+def test_another_users_knowledge_base_document_conversation_and_source_are_404(
+    client, make_user, kb, conversation
+):
+    doc = kb.documents.get(original_name="guide.pdf")
+    answer = conversation.messages.filter(role="assistant").first()
+    mallory = make_user("mallory")
+    client.force_login(mallory)
+    gets = [
+        reverse("kb_detail", args=[kb.pk]),
+        reverse("kb_documents", args=[kb.pk]),
+        reverse("kb_members", args=[kb.pk]),
+        reverse("kb_settings", args=[kb.pk]),
+        reverse("kb_delete", args=[kb.pk]),
+        reverse("kb_dashboard", args=[kb.pk]),
+        reverse("hit_test", args=[kb.pk]) + "?q=vacuum",
+        reverse("document_view", args=[doc.pk]) + "?chunk=1#chunk-1",
+        reverse("document_file", args=[doc.pk]) + "#page=2",
+        reverse("chat_conversation", args=[conversation.pk]),
+        reverse("conversation_json", args=[conversation.pk]),
+    ]
+    for url in gets:
+        assert client.get(url).status_code == 404, url
+    posts = [
+        reverse("kb_upload", args=[kb.pk]),
+        reverse("kb_delete", args=[kb.pk]),
+        reverse("kb_thresholds", args=[kb.pk]),
+        reverse("document_retry", args=[doc.pk]),
+        reverse("document_delete", args=[doc.pk]),
+        reverse("message_feedback", args=[answer.pk]),
+        reverse("conversation_delete", args=[conversation.pk]),
+    ]
+    for url in posts:
+        assert client.post(url, {"rating": 1}).status_code == 404, url
+    assert KnowledgeBase.objects.filter(pk=kb.pk).exists()
+    assert Document.objects.filter(pk=doc.pk).exists()
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+    # The other user's lists do not mention it either.
+    assert "manuals" not in client.get(reverse("kb_list")).content.decode()
+    assert "manuals" not in client.get(reverse("dashboard")).content.decode()
+    assert "vacuum?" not in client.get(reverse("chat")).content.decode()
+
+
+def test_viewer_reads_but_cannot_manage(client, make_user, kb):
+    viewer = make_user("vera")
+    Membership.objects.create(knowledge_base=kb, user=viewer, role=Role.VIEWER)
+    client.force_login(viewer)
+    assert client.get(reverse("kb_detail", args=[kb.pk])).status_code == 200
+    assert client.get(reverse("hit_test", args=[kb.pk])).status_code == 200
+    page = client.get(reverse("kb_members", args=[kb.pk]))
+    assert page.status_code == 200 and "member-form" not in page.content.decode()
+    for name in ("kb_settings", "kb_delete", "kb_dashboard"):
+        assert client.get(reverse(name, args=[kb.pk])).status_code == 404, name
+    response = client.post(
+        reverse("kb_members", args=[kb.pk]), {"username": "vera", "role": "editor"}
+    )
+    assert response.status_code == 403
+    assert Membership.objects.get(user=viewer).role == Role.VIEWER
+
+
+def test_sign_up_logs_in_and_password_change(client):
+    response = client.post(
+        reverse("signup"),
+        {"username": "newbie", "password1": "a-Long-pass-99", "password2": "a-Long-pass-99"},
+    )
+    assert response.status_code == 302 and response["Location"] == reverse("kb_list")
+    assert client.get(reverse("kb_list")).status_code == 200
+    response = client.post(
+        reverse("password_change"),
+        {
+            "old_password": "a-Long-pass-99",
+            "new_password1": "another-Pass-77",
+            "new_password2": "another-Pass-77",
+        },
+    )
+    assert response.status_code == 302
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("kb_list")).status_code == 302
+    assert client.login(username="newbie", password="another-Pass-77")
+
+
+def test_create_rename_and_delete_with_confirmation(client, alice):
+    client.force_login(alice)
+    response = client.post(reverse("kb_list"), {"name": "drafts", "description": ""})
+    kb = KnowledgeBase.objects.get(name="drafts")
+    assert response["Location"] == reverse("kb_detail", args=[kb.pk])
+    client.post(reverse("kb_settings", args=[kb.pk]), {"name": "final", "description": "x"})
+    kb.refresh_from_db()
+    assert kb.name == "final"
+    confirm = client.get(reverse("kb_delete", args=[kb.pk]))
+    assert "Delete this knowledge base?" in confirm.content.decode()
+    assert KnowledgeBase.objects.filter(pk=kb.pk).exists()  # GET deletes nothing
+    client.post(reverse("kb_delete", args=[kb.pk]))
+    assert not KnowledgeBase.objects.filter(pk=kb.pk).exists()
+
+
+def test_owner_adds_member_by_username_and_removes_them(client, alice, kb, make_user):
+    bob = make_user("bob")
+    client.force_login(alice)
+    url = reverse("kb_members", args=[kb.pk])
+    client.post(url, {"username": "bob", "role": "editor"})
+    assert Membership.objects.get(knowledge_base=kb, user=bob).role == Role.EDITOR
+    client.post(url, {"username": "bob", "role": "viewer"})  # changes the role
+    membership = Membership.objects.get(knowledge_base=kb, user=bob)
+    assert membership.role == Role.VIEWER
+    page = client.post(url, {"username": "nobody", "role": "viewer"})
+    assert "There is no user with this username." in page.content.decode()
+    client.post(reverse("kb_member_remove", args=[kb.pk, membership.pk]))
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    # bob now has no access at all
+    client.force_login(bob)
+    assert client.get(reverse("kb_detail", args=[kb.pk])).status_code == 404
+
+
+def test_language_switch_renders_chinese(client, alice, kb, conversation):
+    client.force_login(alice)
+    response = client.post(
+        reverse("set_language"), {"language": "zh-hans", "next": reverse("kb_list")}
+    )
+    assert response.status_code == 302
+    html = client.get(reverse("kb_list")).content.decode()
+    assert '<html lang="zh-hans">' in html
+    assert "知识库" in html and "新建知识库" in html
+    assert "Knowledge bases" not in html
+    dashboard = client.get(reverse("kb_dashboard", args=[kb.pk])).content.decode()
+    assert "尚无评估" in dashboard
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    assert "Knowledge bases" in client.get(reverse("kb_list")).content.decode()
+
+
+def test_kb_list_shows_counts_and_status_summary(client, alice, kb):
+    client.force_login(alice)
+    html = client.get(reverse("kb_list")).content.decode()
+    row = html[html.index("manuals") :]
+    assert re.search(r"<td>2</td><td>1</td>", row)  # documents, chunks
+    assert "Ready 1" in row and "Failed 1" in row
+
+
+def test_dashboard_shows_statistics_charts_gaps_and_failures(client, alice, kb, conversation):
+    client.force_login(alice)
+    html = client.get(reverse("kb_dashboard", args=[kb.pk])).content.decode()
+    assert html.count("<svg") >= 5
+    assert 'id="stat-questions">3<' in html
+    assert "67%" in html  # two of three answers abstained
+    assert "Who wrote the manual?" in html and "×2" in html
+    assert "could not parse: truncated zip" in html
+    assert "No evaluation yet." in html
+    assert "👍 1 · 👎 0" in html
+    kb.last_evaluation = {"metrics": {"recall@5": 0.8, "mrr@10": 0.61}, "pairs": 40}
+    kb.save()
+    html = client.get(reverse("kb_dashboard", args=[kb.pk])).content.decode()
+    assert "No evaluation yet." not in html and "recall@5" in html and "0.610" in html
+
+
+def test_retry_from_the_dashboard_returns_to_it(client, alice, kb):
+    client.force_login(alice)
+    failed = kb.documents.get(status=DocumentStatus.FAILED)
+    back = reverse("kb_dashboard", args=[kb.pk])
+    response = client.post(reverse("document_retry", args=[failed.pk]), {"next": back})
+    assert response["Location"] == back
+    failed.refresh_from_db()
+    assert failed.status == DocumentStatus.QUEUED and failed.error == ""
+    evil = client.post(reverse("document_retry", args=[failed.pk]), {"next": "https://evil.test/"})
+    assert evil["Location"] == reverse("kb_detail", args=[kb.pk])
+
+
+def test_site_dashboard_is_site_wide_for_staff_only(client, alice, kb, conversation, make_user):
+    staff = make_user("root", is_staff=True)
+    client.force_login(staff)
+    html = client.get(reverse("dashboard")).content.decode()
+    assert 'id="stat-documents">2<' in html
+    client.force_login(make_user("carol"))
+    html = client.get(reverse("dashboard")).content.decode()
+    assert 'id="stat-documents">0<' in html
+
+
+def test_owner_saves_thresholds(client, alice, kb):
+    client.force_login(alice)
+    url = reverse("kb_thresholds", args=[kb.pk])
+    client.post(url, {"rerank_top_k": 5, "rerank_min_score": "0.2", "rerank_max_drop": "0.5"})
+    kb.refresh_from_db()
+    assert (kb.rerank_top_k, kb.rerank_min_score, kb.rerank_max_drop) == (5, 0.2, 0.5)
+    client.post(url, {"rerank_top_k": 5, "rerank_max_drop": "3"})
+    kb.refresh_from_db()
+    assert kb.rerank_max_drop == 0.5  # refused: out of range
+
+
+def test_admin_is_registered_for_every_model_and_pages_render(admin_client, kb, conversation):
+    from django.apps import apps
+
+    for app in ("ragapp", "ingestion", "chat", "retrieval"):
+        for model in apps.get_app_config(app).get_models():
+            assert admin.site.is_registered(model), model
+            url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+            assert admin_client.get(url).status_code == 200, url
+    doc = kb.documents.first()
+    page = admin_client.get(reverse("admin:ingestion_document_change", args=[doc.pk]))
+    assert page.status_code == 200
+    assert 'name="content_hash"' not in page.content.decode()  # read-only
+
+
+@pytest.mark.models
+def test_hit_testing_shows_recall_and_reranked_lists_with_the_cut_off(client, alice, kb):
+    from django.contrib.postgres.search import SearchVector
+
+    from retrieval.text import segment
+
+    doc = kb.documents.get(original_name="guide.pdf")
+    for i, text in enumerate(
+        [
+            "VACUUM reclaims storage occupied by dead tuples.",
+            "Indexes speed up lookups.",
+            "VACUUM FULL rewrites the table.",
+            "Backups are taken with pg_dump.",
+        ],
+        start=1,
+    ):
+        Chunk.objects.create(
+            document=doc,
+            knowledge_base=kb,
+            ordinal=i,
+            text=text,
+            search_text=segment(text),
+            search_length=len(segment(text).split()),
+        )
+    Chunk.objects.filter(knowledge_base=kb).update(
+        search_vector=SearchVector("search_text", config="english")
+    )
+    client.force_login(alice)
+    url = reverse("hit_test", args=[kb.pk])
+    html = client.get(url, {"q": "what does vacuum do", "top_k": 1}).content.decode()
+    assert 'id="recall-list"' in html and 'id="rerank-list"' in html
+    assert "cut-off (top k 1" in html
+    assert html.count('class="hit cut"') >= 1
