@@ -157,8 +157,15 @@ def dashboard_for(knowledge_bases) -> Dashboard:
 def evaluation_rows(evaluation: dict) -> list[Bar]:
     """The numeric metrics of a stored evaluation, flattened (`{"ndcg@10": 0.7, ...}` or
     nested under "metrics"), for a bar chart; other keys are shown as they are."""
-    source = evaluation.get("metrics", evaluation) if isinstance(evaluation, dict) else {}
     rows = []
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("results"), list):
+        # retrieval.qa_eval's shape: one entry per configuration
+        for result in evaluation["results"]:
+            for metric in ("ndcg@10", "mrr@10", "recall@10"):
+                if isinstance(result.get(metric), int | float):
+                    rows.append(Bar(f"{result.get('config', '')} {metric}", float(result[metric])))
+        return rows
+    source = evaluation.get("metrics", evaluation) if isinstance(evaluation, dict) else {}
     for key, value in source.items() if isinstance(source, dict) else []:
         if isinstance(value, bool):
             continue

@@ -95,7 +95,8 @@ def _dashboard_context(knowledge_bases, *, title: str, kb=None) -> dict:
         "evaluation_other": {
             k: v
             for k, v in data.evaluation.items()
-            if not isinstance(v, int | float | dict) or isinstance(v, bool)
+            if k != "results"
+            and ("results" in data.evaluation or not isinstance(v, int | float | dict))
         },
     }
 
