@@ -147,11 +147,12 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 buffer = io.StringIO()
                 for i in range(n):
-                    buffer.write(f"{doc.pk}\t{kb.pk}\t{i}\tchunk {i}\t\\N\n")
+                    buffer.write(f"{doc.pk}\t{kb.pk}\t{i}\tchunk {i}\t2\t\t\ttext\t\tf\t\t0\n")
                 buffer.seek(0)
                 with cursor.copy(
                     "COPY ingestion_chunk (document_id, knowledge_base_id, ordinal, text, "
-                    "search_vector) FROM STDIN"
+                    "token_count, heading_path, sheet, kind, language, is_parent, search_text, "
+                    "search_length) FROM STDIN"
                 ) as copy:
                     copy.write(buffer.getvalue())
                 cursor.execute(
