@@ -11,6 +11,7 @@ urlpatterns = [
     path("v1/models", openai_compat.models, name="openai_models"),
     path("v1/chat/completions", openai_compat.chat_completions, name="openai_chat"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/tokens/", views.api_tokens, name="api_tokens"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("dashboard/", views.dashboard, name="dashboard"),

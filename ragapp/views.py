@@ -124,3 +124,22 @@ def kb_dashboard(request, pk: int):
         kb=kb,
     )
     return render(request, "ragapp/dashboard.html", context)
+
+
+@login_required
+def api_tokens(request):
+    """Personal API tokens: create (shown once), list, revoke."""
+    from django.utils import timezone
+
+    from ragapp.models import ApiToken
+
+    new_token = None
+    if request.method == "POST":
+        if request.POST.get("revoke"):
+            ApiToken.objects.filter(
+                user=request.user, pk=request.POST["revoke"], revoked_at__isnull=True
+            ).update(revoked_at=timezone.now())
+            return redirect("api_tokens")
+        _, new_token = ApiToken.issue(request.user, (request.POST.get("name") or "").strip())
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "ragapp/api_tokens.html", {"tokens": tokens, "new_token": new_token})

@@ -12,10 +12,10 @@ RAG_RERANKERS = {
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+from retrieval.embedders import _LazyModel
 from retrieval.types import Candidate
 
 
@@ -71,7 +71,7 @@ class NoReranker(_BaseReranker):
         return [0.0 for _ in passages]
 
 
-class CrossEncoderReranker(_BaseReranker):
+class CrossEncoderReranker(_LazyModel, _BaseReranker):
     """A sentence-transformers CrossEncoder by hub name or local path.
 
     Passages longer than the model's window are cut into overlapping windows (QAnything:
@@ -98,15 +98,7 @@ class CrossEncoderReranker(_BaseReranker):
         self.device = device
         self.activation = activation
         self.num_labels = num_labels
-        self._model = None
-        self._lock = threading.Lock()
-
-    def model(self):
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+        _LazyModel.__init__(self)
 
     def _load(self):
         from sentence_transformers import CrossEncoder

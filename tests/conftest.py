@@ -114,3 +114,19 @@ def wait_for_documents(ids, timeout: float = 180):
             states = {d.original_name: (d.status, d.progress) for d in docs.values()}
             raise AssertionError(f"documents not finished in {timeout}s: {states}")
         time.sleep(0.3)
+
+
+def ingest_texts(kb, texts: dict[str, str]):
+    """Ingest {file name: text} into kb in-process through the real pipeline."""
+    import io
+
+    from ingestion.services import document_create, documents_ingest_batch
+
+    ids = [
+        document_create(
+            knowledge_base=kb, fileobj=io.BytesIO(text.encode()), name=name, enqueue=False
+        ).document.pk
+        for name, text in texts.items()
+    ]
+    documents_ingest_batch(document_ids=ids)
+    return kb

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from chat.fake_llm import FakeLLM
 from chat.models import Conversation, Message, Mode
 from chat.services import answer_question
-from ingestion.services import document_create, documents_ingest_batch
+from tests.conftest import ingest_texts
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
 
@@ -41,15 +41,7 @@ def llm(settings):
 
 @pytest.fixture
 def kb(make_user, make_kb):
-    kb = make_kb(make_user("alice"), "manuals")
-    ids = []
-    for name, text in DOCS.items():
-        result = document_create(
-            knowledge_base=kb, fileobj=io.BytesIO(text.encode()), name=name, enqueue=False
-        )
-        ids.append(result.document.pk)
-    documents_ingest_batch(document_ids=ids)
-    return kb
+    return ingest_texts(make_kb(make_user("alice"), "manuals"), DOCS)
 
 
 def run(kb, question, conversation=None):

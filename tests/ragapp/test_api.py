@@ -255,3 +255,16 @@ def test_openai_client_against_the_running_server(live_server, ready_kb, alice, 
             openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="wrong").models.list()
     finally:
         llm.stop()
+
+
+def test_tokens_page_creates_lists_and_revokes(client, alice):
+    client.force_login(alice)
+    page = client.post("/accounts/tokens/", {"name": "ci"})
+    raw = page.context["new_token"]
+    assert raw.startswith("rag_") and raw in page.content.decode()
+    token = ApiToken.objects.get(user=alice)
+    assert token.name == "ci" and ApiToken.authenticate(raw) == token
+    listing = client.get("/accounts/tokens/").content.decode()
+    assert token.key_prefix in listing and raw not in listing
+    client.post("/accounts/tokens/", {"revoke": token.pk})
+    assert ApiToken.authenticate(raw) is None

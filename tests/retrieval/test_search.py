@@ -6,9 +6,8 @@ import json
 import pytest
 from django.core.management import call_command
 
-from ingestion.services import document_create, documents_ingest_batch
 from retrieval.services import search
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ingest_texts
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
 
@@ -23,15 +22,7 @@ DOCS = {
 
 @pytest.fixture
 def kb_with_docs(make_user, make_kb):
-    kb = make_kb(make_user("owner"), "manuals")
-    ids = []
-    for name, text in DOCS.items():
-        result = document_create(
-            knowledge_base=kb, fileobj=io.BytesIO(text.encode()), name=name, enqueue=False
-        )
-        ids.append(result.document.pk)
-    documents_ingest_batch(document_ids=ids)
-    return kb
+    return ingest_texts(make_kb(make_user("owner"), "manuals"), DOCS)
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,17 @@ BENCH_EMBEDDER = "bench384"
 DIM = 384
 
 
-def clustered_vectors(n: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
-    centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
+def clustered_vectors(
+    n: int, rng: np.random.Generator, clusters: int = 200, rank: int = 48
+) -> np.ndarray:
+    """Topic clusters in a low-dimensional subspace plus a little isotropic noise: sentence
+    embeddings have an intrinsic dimension of a few dozen, not 384. (Isotropic 384-d noise
+    makes every neighbour of a cluster nearly equidistant, which no real corpus does.)"""
+    basis = rng.normal(size=(rank, DIM)).astype(np.float32)  # fixed per run: seed by n
+    centres = rng.normal(size=(clusters, rank)).astype(np.float32)
     labels = rng.integers(0, clusters, size=n)
-    vectors = centres[labels] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
+    latent = centres[labels] + 0.7 * rng.normal(size=(n, rank)).astype(np.float32)
+    vectors = latent @ basis + 0.5 * rng.normal(size=(n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors
 
@@ -81,7 +88,9 @@ class Command(BaseCommand):
         index = f"bench_hnsw_{n}"
         try:
             t0 = time.perf_counter()
-            vectors = self._fill(kb, n, rng)
+            everything = clustered_vectors(n + n_queries, rng)
+            vectors, queries = everything[:n], everything[n:]
+            self._fill(kb, vectors)
             load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             with connection.cursor() as cursor:
@@ -93,7 +102,6 @@ class Command(BaseCommand):
                 )
                 cursor.execute("ANALYZE ingestion_chunkembedding")
             build_s = time.perf_counter() - t0
-            queries = clustered_vectors(n_queries, rng)
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT e.chunk_id, c.ordinal FROM ingestion_chunkembedding e "
@@ -136,8 +144,8 @@ class Command(BaseCommand):
                 cursor.execute(f"DROP INDEX IF EXISTS {index}")
             kb.delete()
 
-    def _fill(self, kb, n: int, rng) -> np.ndarray:
-        vectors = clustered_vectors(n, rng)
+    def _fill(self, kb, vectors: np.ndarray) -> None:
+        n = len(vectors)
         with transaction.atomic():
             doc = Document.objects.create(
                 knowledge_base=kb,
@@ -166,7 +174,6 @@ class Command(BaseCommand):
                     for i in range(n):
                         vec = "[" + ",".join(f"{x:.6f}" for x in vectors[i]) + "]"
                         copy.write(f"{ids[i]}\t{kb.pk}\t{BENCH_EMBEDDER}\t{vec}\n")
-        return vectors
 
     def _rerank(self, model: str, max_length: int) -> list[dict]:
         from retrieval.rerankers import CrossEncoderReranker
