@@ -16,6 +16,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("kb/<int:pk>/dashboard/", views.kb_dashboard, name="kb_dashboard"),
+    path("kb/<int:pk>/qa-pairs", views.kb_qa_pairs, name="kb_qa_pairs"),
     path("", include("ingestion.urls")),
     path("", include("retrieval.urls")),
     path("", include("chat.urls")),

@@ -4,7 +4,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from ingestion.models import KnowledgeBase
 from ingestion.selectors import knowledge_base_get
@@ -143,3 +143,29 @@ def api_tokens(request):
         _, new_token = ApiToken.issue(request.user, (request.POST.get("name") or "").strip())
     tokens = ApiToken.objects.filter(user=request.user)
     return render(request, "ragapp/api_tokens.html", {"tokens": tokens, "new_token": new_token})
+
+
+@login_required
+@require_POST
+def kb_qa_pairs(request, pk: int):
+    """Import an owner's question -> document CSV and evaluate retrieval on it."""
+    from django.contrib import messages
+
+    from retrieval.qa_eval import knowledge_base_evaluate, qa_pairs_import
+
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    upload = request.FILES.get("csv")
+    if upload is None or upload.size > 2 * 1024 * 1024:
+        messages.error(request, _("Choose a CSV file of at most 2 MB."))
+        return redirect("kb_dashboard", pk=kb.pk)
+    text = upload.read().decode("utf-8", errors="replace")
+    created, problems = qa_pairs_import(knowledge_base=kb, text=text, user=request.user)
+    for problem in problems[:20]:
+        messages.warning(request, problem)
+    report = knowledge_base_evaluate(knowledge_base=kb)
+    messages.success(
+        request,
+        _("%(created)d pairs imported; evaluated on %(pairs)d.")
+        % {"created": created, "pairs": report["pairs"]},
+    )
+    return redirect("kb_dashboard", pk=kb.pk)

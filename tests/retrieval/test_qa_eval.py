@@ -36,3 +36,26 @@ def test_owner_qa_pairs_give_the_same_metrics(make_user, make_kb, tmp_path):
     hybrid = report["results"][0]
     assert hybrid["config"] == "hybrid" and hybrid["ndcg@10"] == 1.0
     assert report["results"][1]["config"].startswith("hybrid+rerank:")
+
+
+def test_owner_uploads_pairs_on_the_dashboard(make_user, make_kb, client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.conftest import ingest_texts
+
+    owner, viewer = make_user("owner"), make_user("viewer")
+    kb = ingest_texts(
+        make_kb(owner, "handbook"),
+        {"vacuum.md": "# Vacuum\n\nVACUUM reclaims storage occupied by dead tuples."},
+    )
+    csv = SimpleUploadedFile("pairs.csv", b"What reclaims dead tuples?,vacuum.md\n")
+    client.force_login(viewer)
+    assert client.post(f"/kb/{kb.pk}/qa-pairs", {"csv": csv}).status_code == 404
+    client.force_login(owner)
+    csv.seek(0)
+    response = client.post(f"/kb/{kb.pk}/qa-pairs", {"csv": csv}, follow=True)
+    assert "1 pairs imported" in response.content.decode()
+    kb.refresh_from_db()
+    assert kb.last_evaluation["pairs"] == 1
+    page = client.get(f"/kb/{kb.pk}/dashboard/").content.decode()
+    assert "hybrid ndcg@10" in page
