@@ -1,6 +1,6 @@
 """Shared helpers for the fusion research scripts: data loading, BM25, signals cache, metrics.
 
-Run scripts from /work/main:  .venv/bin/python bench/fusion_research/signals.py
+Run scripts from the repository root:  .venv/bin/python bench/fusion_research/signals.py
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]  # /work/main
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 BENCH = Path(os.environ.get("BENCH_DIR", ROOT.parent / "shared" / "bench"))

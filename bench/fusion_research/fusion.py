@@ -1,6 +1,6 @@
 """Fusion experiments over cached first-stage scores (run signals.py first).
 
-.venv/bin/python bench/fusion_research/fusion.py     (from /work/main)
+.venv/bin/python bench/fusion_research/fusion.py     (from the repository root)
 
 Each stage contributes only its top-50 list (BM25: only documents matching a query token).
 Fusion is over the union of the lists; a candidate missing from a stage's list gets that

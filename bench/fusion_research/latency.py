@@ -1,6 +1,6 @@
 """Per-query latency of the query-side work (one query at a time, 2 CPU threads).
 
-.venv/bin/python bench/fusion_research/latency.py    (from /work/main; after signals.py)
+.venv/bin/python bench/fusion_research/latency.py    (from the repository root; after signals.py)
 """
 
 from __future__ import annotations

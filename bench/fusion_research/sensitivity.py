@@ -1,6 +1,6 @@
 """Sensitivity of the language-branched score fusion + the recommended configuration.
 
-.venv/bin/python bench/fusion_research/sensitivity.py    (from /work/main; after signals.py)
+.venv/bin/python bench/fusion_research/sensitivity.py    (from the repository root; after signals.py)
 
 Weights are parametrised as  w_minilm = m,  w_bm25 = (1 - m) * beta,  w_use = (1 - m) * (1 - beta),
 with (m, beta) chosen by query language.

@@ -1,6 +1,6 @@
 """Compute and cache the three first-stage score matrices (queries x docs) per set.
 
-.venv/bin/python bench/fusion_research/signals.py   (from /work/main)
+.venv/bin/python bench/fusion_research/signals.py   (from the repository root)
 Writes cache/{set}.{bm25,minilm,use}.npy and prints single-stage metrics.
 """
 

@@ -1,7 +1,7 @@
 """Run `manage.py evaluate` with the second-stage entries added to RAG_RERANKERS,
 without editing settings:
 
-    .venv/bin/python bench/reranker/evaluate_with.py /work/shared/bench/tex-faq-zh \
+    .venv/bin/python bench/reranker/evaluate_with.py ../shared/bench/tex-faq-zh \
         --reranker default --json /tmp/out.json
 """
 
