@@ -220,7 +220,10 @@ def document_file(request, pk: int):
         filename=document.original_name,
     )
     response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "sandbox"
+    if not document.original_name.lower().endswith(".pdf"):
+        # Browsers refuse to run their PDF viewer in a sandboxed document; anything else that
+        # is shown inline gets no script and no same-origin rights.
+        response["Content-Security-Policy"] = "sandbox"
     return response
 
 
