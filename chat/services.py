@@ -147,6 +147,7 @@ def answer_question(
     """Answer one question over knowledge bases already scoped to `user`. `history`
     replaces the conversation's stored history (stateless clients send their own)."""
     t_start = time.perf_counter()
+    question = question.replace("\x00", "")  # PostgreSQL text cannot hold NUL
     knowledge_bases = list(knowledge_bases)
     if conversation is None:
         conversation = Conversation.objects.create(user=user, title=question.strip()[:120])

@@ -88,7 +88,8 @@ def ask_stream(request):
 @require_POST
 def conversation_rename(request, pk: int):
     conversation = conversation_get(user=request.user, pk=pk)
-    conversation.title = (request.POST.get("title") or "").strip()[:200] or conversation.title
+    title = (request.POST.get("title") or "").replace("\x00", "").strip()[:200]
+    conversation.title = title or conversation.title
     conversation.save(update_fields=["title", "updated_at"])
     return redirect("chat_conversation", pk=pk)
 

@@ -130,3 +130,18 @@ def ingest_texts(kb, texts: dict[str, str]):
     ]
     documents_ingest_batch(document_ids=ids)
     return kb
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, plus: before it is dropped, end the sessions that
+    other processes and threads of the run (the worker, the live server) may still hold."""
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )

@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from ingestion.models import Document, KnowledgeBase, Membership, Role
+from ingestion.models import Document, DocumentStatus, KnowledgeBase, Membership, Role
 from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
 from ingestion.services import (
     UploadRejected,
@@ -142,6 +142,8 @@ def add_member(request, kb_id: int, payload: MemberIn):
 @router.delete("/knowledge-bases/{int:kb_id}/members/{username}", response={204: None})
 def remove_member(request, kb_id: int, username: str):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    if "\x00" in username:
+        raise HttpError(404, "no such member")
     deleted, _ = kb.memberships.filter(user__username=username).delete()
     if not deleted:
         raise HttpError(404, "no such member")
@@ -192,6 +194,8 @@ def list_documents(request, kb_id: int, status: str | None = Query(None)):
     kb = knowledge_base_get(user=request.user, pk=kb_id)
     docs = kb.documents.annotate(n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)))
     if status:
+        if status not in DocumentStatus.values:
+            raise HttpError(400, f"status must be one of {', '.join(DocumentStatus.values)}")
         docs = docs.filter(status=status)
     return [doc_out(d) for d in docs.order_by("-created_at", "-id")]
 

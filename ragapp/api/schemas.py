@@ -1,8 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from ninja import Field, Schema
+from pydantic import AfterValidator
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL characters: refuse them as invalid input.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class ErrorOut(Schema):
@@ -10,14 +22,14 @@ class ErrorOut(Schema):
 
 
 class KnowledgeBaseIn(Schema):
-    name: str = Field(..., min_length=1, max_length=200)
-    description: str = Field("", max_length=5000)
+    name: Text = Field(..., min_length=1, max_length=200)
+    description: Text = Field("", max_length=5000)
 
 
 class KnowledgeBasePatch(Schema):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=5000)
-    reranker: str | None = Field(None, max_length=128)
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    description: Text | None = Field(None, max_length=5000)
+    reranker: Text | None = Field(None, max_length=128)
     rerank_top_k: int | None = Field(None, ge=1, le=100)
     rerank_min_score: float | None = None
     rerank_max_drop: float | None = Field(None, ge=0, le=1)
@@ -36,8 +48,8 @@ class KnowledgeBaseOut(Schema):
 
 
 class MemberIn(Schema):
-    username: str = Field(..., min_length=1, max_length=150)
-    role: str = Field(..., pattern="^(owner|editor|viewer)$")
+    username: Text = Field(..., min_length=1, max_length=150)
+    role: Text = Field(..., pattern="^(owner|editor|viewer)$")
 
 
 class MemberOut(Schema):
@@ -46,7 +58,7 @@ class MemberOut(Schema):
 
 
 class UrlIn(Schema):
-    url: str = Field(..., min_length=8, max_length=2000, pattern="^https?://")
+    url: Text = Field(..., min_length=8, max_length=2000, pattern="^https?://")
 
 
 class DocumentOut(Schema):
@@ -86,10 +98,10 @@ class ChunkOut(Schema):
 
 class SearchIn(Schema):
     knowledge_bases: list[int] = Field(..., min_length=1, max_length=20)
-    query: str = Field(..., min_length=1, max_length=4000)
+    query: Text = Field(..., min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, le=100)
     recall_k: int | None = Field(None, ge=1, le=500)
-    reranker: str | None = Field(None, max_length=128)
+    reranker: Text | None = Field(None, max_length=128)
     dense: bool = True
     keyword: bool = True
 
@@ -118,7 +130,7 @@ class SearchOut(Schema):
 
 
 class ChatIn(Schema):
-    question: str = Field(..., min_length=1, max_length=4000)
+    question: Text = Field(..., min_length=1, max_length=4000)
     knowledge_bases: list[int] = Field(default_factory=list, max_length=20)
     conversation_id: int | None = None
     stream: bool = False

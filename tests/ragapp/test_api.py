@@ -268,3 +268,12 @@ def test_tokens_page_creates_lists_and_revokes(client, alice):
     assert token.key_prefix in listing and raw not in listing
     client.post("/accounts/tokens/", {"revoke": token.pk})
     assert ApiToken.authenticate(raw) is None
+
+
+def test_nul_characters_are_refused_not_a_server_error(api):
+    # Found by the schema fuzzer: PostgreSQL text cannot hold NUL.
+    response = api.post("/knowledge-bases", {"name": "a\x00b"})
+    assert response.status_code == 422
+    kb_id = api.post("/knowledge-bases", {"name": "ok"}).json()["id"]
+    assert api.get(f"/knowledge-bases/{kb_id}/documents?status=re%00ady").status_code == 400
+    assert api.delete(f"/knowledge-bases/{kb_id}/members/a%00b").status_code == 404
