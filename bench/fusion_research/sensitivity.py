@@ -30,8 +30,10 @@ def rec_ranks(qs, norm, w_en, w_zh):
 
 def bootstrap_delta(r_a, r_b, n=5000, seed=0):
     """Paired bootstrap of nDCG@10(a) - nDCG@10(b); returns mean, 2.5%, 97.5%, wins, losses."""
+
     def g(r):
         return np.where(r < 10, 1 / np.log2(r + 2.0), 0)
+
     d = g(r_a) - g(r_b)
     rng = np.random.default_rng(seed)
     bs = d[rng.integers(0, len(d), (n, len(d)))].mean(1)

