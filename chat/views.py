@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import Feedback
-from chat.selectors import conversation_get, conversations_for, message_get
+from chat.selectors import conversation_dict, conversation_get, conversations_for, message_get
 from chat.services import answer_question
 from ingestion.selectors import knowledge_bases_for
 
@@ -105,26 +105,7 @@ def conversation_delete(request, pk: int):
 @require_GET
 def conversation_json(request, pk: int):
     conversation = conversation_get(user=request.user, pk=pk)
-    return JsonResponse(
-        {
-            "id": conversation.pk,
-            "title": conversation.title,
-            "knowledge_bases": list(conversation.knowledge_bases.values_list("pk", flat=True)),
-            "messages": [
-                {
-                    "id": m.pk,
-                    "role": m.role,
-                    "content": m.content,
-                    "mode": m.mode,
-                    "sources": m.sources,
-                    "unverified": m.unverified,
-                    "timings_ms": m.timings,
-                    "error": m.error,
-                }
-                for m in conversation.messages.all()
-            ],
-        }
-    )
+    return JsonResponse(conversation_dict(conversation, messages=True))
 
 
 @login_required

@@ -143,6 +143,14 @@ def document_enqueue(*, document: Document, force: bool = False) -> None:
     transaction.on_commit(lambda: ingest_document.delay(document.pk))
 
 
+def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
+    """Remove a knowledge base, its documents, chunks and stored files, in one transaction."""
+    with transaction.atomic():
+        for document in knowledge_base.documents.all():
+            document_delete(document=document)
+        knowledge_base.delete()
+
+
 def document_delete(*, document: Document) -> None:
     """Remove a document, its chunks (cascade) and its stored file."""
     storage, path = document.file.storage, document.file.name

@@ -23,6 +23,7 @@ from ingestion.services import (
     document_create_from_url,
     document_delete,
     document_enqueue,
+    knowledge_base_delete,
 )
 
 
@@ -262,10 +263,7 @@ def kb_delete(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     if request.method == "POST":
         name = kb.name
-        with transaction.atomic():
-            for document in kb.documents.all():
-                document_delete(document=document)
-            kb.delete()
+        knowledge_base_delete(knowledge_base=kb)
         messages.success(request, _("Knowledge base %(name)s deleted.") % {"name": name})
         return redirect("kb_list")
     stats = kb.documents.aggregate(n=Count("pk"), size=Sum("size"))

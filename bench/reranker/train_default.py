@@ -150,7 +150,7 @@ def collect(dataset_dir: Path, out: Path, recall_k: int = 50) -> None:
     """Candidates of every query, labelled by document relevance, pickled."""
     from django.conf import settings
 
-    from ingestion.services import document_delete
+    from ingestion.services import knowledge_base_delete
     from retrieval.evaluation import load_beir
     from retrieval.management.commands.evaluate import Command as Evaluate
     from retrieval.services import recall
@@ -171,9 +171,7 @@ def collect(dataset_dir: Path, out: Path, recall_k: int = 50) -> None:
             rows.append({"query": text, "candidates": found, "labels": labels})
         print(f"recalled {len(rows)} queries in {time.perf_counter() - t0:.0f}s")
     finally:
-        for document in kb.documents.all():
-            document_delete(document=document)
-        kb.delete()
+        knowledge_base_delete(knowledge_base=kb)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as handle:
         pickle.dump(rows, handle)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from ninja import Router, Status
 from ninja.errors import HttpError
 
-from chat.selectors import conversation_get, conversations_for
+from chat.selectors import conversation_dict, conversation_get, conversations_for
 from chat.services import answer_question
 from chat.views import sse_response
 from ingestion.selectors import knowledge_bases_for
@@ -11,32 +11,6 @@ from ragapp.api.schemas import ChatIn, ConversationDetail, ConversationOut
 from ragapp.api.search import readable
 
 router = Router(tags=["chat"])
-
-
-def conversation_out(c, messages: bool = False) -> dict:
-    out = {
-        "id": c.pk,
-        "title": c.title,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-        "knowledge_bases": list(c.knowledge_bases.values_list("pk", flat=True)),
-    }
-    if messages:
-        out["messages"] = [
-            {
-                "id": m.pk,
-                "role": m.role,
-                "content": m.content,
-                "mode": m.mode,
-                "sources": m.sources,
-                "unverified": m.unverified,
-                "timings_ms": m.timings,
-                "error": m.error,
-                "created_at": m.created_at,
-            }
-            for m in c.messages.all()
-        ]
-    return out
 
 
 @router.post("/chat", response={200: dict, 502: dict})
@@ -80,12 +54,12 @@ def chat(request, payload: ChatIn):
 
 @router.get("/conversations", response=list[ConversationOut])
 def list_conversations(request):
-    return [conversation_out(c) for c in conversations_for(user=request.user)[:200]]
+    return [conversation_dict(c) for c in conversations_for(user=request.user)[:200]]
 
 
 @router.get("/conversations/{int:conv_id}", response=ConversationDetail)
 def get_conversation(request, conv_id: int):
-    return conversation_out(conversation_get(user=request.user, pk=conv_id), messages=True)
+    return conversation_dict(conversation_get(user=request.user, pk=conv_id), messages=True)
 
 
 @router.delete("/conversations/{int:conv_id}", response={204: None})

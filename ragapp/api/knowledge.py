@@ -19,6 +19,7 @@ from ingestion.services import (
     document_create_from_url,
     document_delete,
     document_enqueue,
+    knowledge_base_delete,
 )
 from ragapp.api.schemas import (
     ChunkOut,
@@ -43,7 +44,7 @@ def kb_out(kb: KnowledgeBase, user) -> dict:
         "owner": kb.owner.username,
         "role": kb.role_of(user) or "",
         "embedders": list(kb.embedders),
-        "documents": getattr(kb, "n_documents", None) or kb.documents.count(),
+        "documents": kb.n_documents if hasattr(kb, "n_documents") else kb.documents.count(),
         "created_at": kb.created_at,
         "updated_at": kb.updated_at,
     }
@@ -107,10 +108,7 @@ def update_knowledge_base(request, kb_id: int, payload: KnowledgeBasePatch):
 @router.delete("/knowledge-bases/{int:kb_id}", response={204: None})
 def delete_knowledge_base(request, kb_id: int):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
-    with transaction.atomic():
-        for document in kb.documents.all():
-            document_delete(document=document)
-        kb.delete()
+    knowledge_base_delete(knowledge_base=kb)
     return Status(204, None)
 
 

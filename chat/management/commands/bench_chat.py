@@ -23,7 +23,11 @@ from chat.fake_llm import FakeLLM
 from chat.management.commands.ask import run_question
 from ingestion.management.commands.ingest import iter_files
 from ingestion.models import KnowledgeBase
-from ingestion.services import document_create, document_delete, documents_ingest_batch
+from ingestion.services import (
+    document_create,
+    documents_ingest_batch,
+    knowledge_base_delete,
+)
 from retrieval.evaluation import percentile
 
 STAGES = ("condense", "recall", "rerank", "first_token", "total")
@@ -80,9 +84,7 @@ class Command(BaseCommand):
             if server:
                 server.stop()
             if not options["keep"]:
-                for document in kb.documents.all():
-                    document_delete(document=document)
-                kb.delete()
+                knowledge_base_delete(knowledge_base=kb)
         report["llm"] = options["llm"]
         self._print(report)
         if options["json_out"]:

@@ -25,8 +25,8 @@ from ingestion.models import Chunk, DocumentStatus, KnowledgeBase
 from ingestion.services import (
     UploadRejected,
     document_create,
-    document_delete,
     documents_ingest_batch,
+    knowledge_base_delete,
 )
 from retrieval.backends import get_embedder
 
@@ -66,9 +66,7 @@ class Command(BaseCommand):
             report = self._bench(kb, files)
         finally:
             if not options["keep"]:
-                for document in kb.documents.all():
-                    document_delete(document=document)
-                kb.delete()
+                knowledge_base_delete(knowledge_base=kb)
         self._print(report)
         if options["json_out"]:
             Path(options["json_out"]).write_text(json.dumps(report, indent=2, ensure_ascii=False))

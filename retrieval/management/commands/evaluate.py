@@ -19,7 +19,11 @@ from django.db import transaction
 from tqdm import tqdm
 
 from ingestion.models import DocumentStatus, KnowledgeBase
-from ingestion.services import document_create, document_delete, documents_ingest_batch
+from ingestion.services import (
+    document_create,
+    documents_ingest_batch,
+    knowledge_base_delete,
+)
 from retrieval.backends import get_reranker
 from retrieval.evaluation import ConfigResult, dedupe_documents, format_table, load_beir
 from retrieval.services import recall
@@ -92,9 +96,7 @@ class Command(BaseCommand):
             if options["keep"]:
                 self.stdout.write(f"Kept knowledge base {kb.name!r} (id {kb.pk}).")
             else:
-                for document in kb.documents.all():
-                    document_delete(document=document)
-                kb.delete()
+                knowledge_base_delete(knowledge_base=kb)
 
         n_queries = len(results[0].ndcg) if results else 0
         summary = {
