@@ -48,3 +48,40 @@ def conversation_dict(conversation: Conversation, *, messages: bool = False) -> 
             for m in conversation.messages.all()
         ]
     return out
+
+
+def feedback_for_training(*, knowledge_base) -> list[tuple[str, list[str], list[str]]]:
+    """Chat feedback as reranker training data for one knowledge base: (question, passages
+    of answers marked helpful that the answer cited, passages of answers marked wrong).
+
+    Only sources whose chunk is still in this knowledge base count: one knowledge base's
+    text never trains another's model."""
+    from chat.citations import cited_numbers
+    from chat.models import Feedback
+    from ingestion.models import Chunk
+
+    rows = list(
+        Feedback.objects.filter(message__conversation__knowledge_bases=knowledge_base)
+        .select_related("message")
+        .order_by("pk")
+    )
+    chunk_ids = {s.get("chunk_id") for f in rows for s in f.message.sources if isinstance(s, dict)}
+    mine = set(
+        Chunk.objects.filter(knowledge_base=knowledge_base, pk__in=chunk_ids).values_list(
+            "pk", flat=True
+        )
+    )
+    by_question: dict[str, tuple[list[str], list[str]]] = {}
+    for feedback in rows:
+        message = feedback.message
+        question = (message.standalone_question or message.question).strip()
+        sources = [s for s in message.sources if isinstance(s, dict) and s.get("chunk_id") in mine]
+        if not question or not sources:
+            continue
+        positives, negatives = by_question.setdefault(question, ([], []))
+        if feedback.rating > 0:
+            cited = set(cited_numbers(message.content)) or {sources[0].get("n")}
+            positives += [s["text"] for s in sources if s.get("n") in cited]
+        else:
+            negatives += [s["text"] for s in sources]
+    return [(q, pos, [n for n in neg if n not in pos]) for q, (pos, neg) in by_question.items()]

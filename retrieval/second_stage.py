@@ -220,11 +220,12 @@ class KnowledgeBaseReranker(LearnedReranker):
 
     def __init__(self, *, name: str, model_path: str | Path | None = None) -> None:
         super().__init__(name=name, model_path=model_path)
-        self._per_kb: dict[str, LinearRanker] = {}
+        self._per_kb: dict[str, object] = {}
 
-    def model_for(self, candidates: Sequence[Candidate]) -> LinearRanker:
+    def model_for(self, candidates: Sequence[Candidate]):
+        """A LinearRanker, or a MixedRanker when the model has a fine-tuned cross-encoder."""
         from retrieval.models import RerankerModel
-        from retrieval.training.service import MODEL_FILE
+        from retrieval.training.service import load_ranker
 
         kb_ids = {c.knowledge_base_id for c in candidates}
         if len(kb_ids) != 1 or None in kb_ids:
@@ -234,7 +235,8 @@ class KnowledgeBaseReranker(LearnedReranker):
             return self.model()
         if active.path not in self._per_kb:  # a new model gets a new folder: no staleness
             with self._lock:
-                self._per_kb[active.path] = LinearRanker.load(Path(active.path) / MODEL_FILE)
+                if active.path not in self._per_kb:
+                    self._per_kb[active.path] = load_ranker(active.path)
         return self._per_kb[active.path]
 
     def rerank(

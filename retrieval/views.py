@@ -1,19 +1,23 @@
 """Hit testing (the retrieval playground): one question against one knowledge base, the
-recall list and the reranked list side by side with the cut-off line. Thin: the work is
-retrieval.services.search."""
+recall list and the reranked list side by side with the cut-off line; and the owner's
+"adapt the reranker" page. Thin: the work is retrieval.services and retrieval.training."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods
 
 from ingestion.forms import ThresholdForm
 from ingestion.models import Role
 from ingestion.selectors import knowledge_base_get
 from retrieval.cutoffs import apply_cutoffs
+from retrieval.models import RerankerModel, TrainingStatus
 from retrieval.services import cutoffs_for, search
 
 MAX_QUERY_CHARS = 1000
@@ -88,3 +92,51 @@ def hit_test(request, pk: int):
             },
         )
     return render(request, "retrieval/hit_test.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def kb_reranker(request, pk: int):
+    """Owners adapt the reranker to this knowledge base (a Celery task trains on its own
+    documents, QA pairs and chat feedback), watch the progress, see the held-out table,
+    and can switch back to what was used before."""
+    from retrieval.tasks import reranker_train_enqueue
+    from retrieval.training.service import reranker_deactivate
+
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    runs = list(RerankerModel.objects.filter(knowledge_base=kb)[:20])
+    busy = any(r.status in (TrainingStatus.QUEUED, TrainingStatus.TRAINING) for r in runs)
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "adapt":
+            if busy:
+                messages.error(request, _("A training run is already in progress."))
+            else:
+                reranker_train_enqueue(knowledge_base=kb, base=settings.RAG_RERANKER_TRAIN_BASE)
+                messages.success(request, _("Training started. This page shows its progress."))
+        elif action == "deactivate":
+            reranker_deactivate(knowledge_base=kb)
+            messages.success(request, _("Switched back to the previous reranker."))
+        return redirect("kb_reranker", pk=kb.pk)
+    active = next((r for r in runs if r.is_active), None)
+    for run in runs:
+        run.table = [
+            {
+                "language": language,
+                "held_out": m["queries"]["held_out"],
+                "recall": m["recall_order"]["ndcg@10"],
+                "current": m.get("base", {}).get("ndcg@10"),
+                "new": m["trained"]["ndcg@10"],
+            }
+            for language, m in (run.metrics or {}).items()
+        ]
+    context = {
+        "kb": kb,
+        "is_owner": True,
+        "runs": runs,
+        "active": active,
+        "busy": busy,
+        "in_use": kb.reranker or settings.RAG_DEFAULT_RERANKER,
+        "train_base": settings.RAG_RERANKER_TRAIN_BASE,
+    }
+    return render(request, "retrieval/kb_reranker.html", context)

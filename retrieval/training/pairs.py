@@ -137,7 +137,16 @@ def label_rows(
         found = recall(knowledge_bases=[knowledge_base], query=query.question, k=k)
         labels = [int(is_positive(query, c)) for c in found]
         rows.append(
-            {"query": query.question, "candidates": found, "labels": labels, "source": query.source}
+            {
+                "query": query.question,
+                "candidates": found,
+                "labels": labels,
+                "source": query.source,
+                # QA pairs name a document; weak queries and feedback name the passage.
+                "unit": "document" if query.positive_document_ids else "chunk",
+                "positive_texts": query.positive_texts,
+                "negative_texts": query.negative_texts,
+            }
         )
         if progress is not None:
             progress(i + 1, len(queries))

@@ -22,19 +22,25 @@ LEARNING_RATE = 0.05
 HOLD_OUT = 0.2
 
 
-def _doc_order(candidates, labels, scores) -> list[int]:
-    """Labels of the distinct documents in score order (first chunk of each counts)."""
+def _doc_order(candidates, labels, scores, unit: str = "document") -> list[int]:
+    """Labels of the distinct documents (or chunks) in score order; a document is relevant
+    if any of its chunks is."""
     order = sorted(range(len(candidates)), key=lambda i: (-scores[i], candidates[i].recall_rank))
     seen: dict[int, int] = {}
     for i in order:
-        doc = candidates[i].document_id
+        doc = candidates[i].document_id if unit == "document" else candidates[i].chunk_id
         seen[doc] = max(seen.get(doc, 0), labels[i]) if doc in seen else labels[i]
     # dict preserves first-appearance order; a document is relevant if any chunk is.
     return list(seen.values())
 
 
-def query_metrics(candidates, labels, scores, k: int = 10) -> dict[str, float]:
-    docs = _doc_order(candidates, labels, scores)
+def query_metrics(
+    candidates, labels, scores, k: int = 10, unit: str = "document"
+) -> dict[str, float]:
+    """nDCG/MRR/recall@k of one query. unit "document" judges documents (QA pairs, the
+    FAQ-style benchmarks); "chunk" judges passages (weak queries and feedback know the
+    passage: within a knowledge base of a few long documents that is what matters)."""
+    docs = _doc_order(candidates, labels, scores, unit)
     n_relevant = max(sum(docs), 1)
     dcg = sum(rel / math.log2(i + 2) for i, rel in enumerate(docs[:k]))
     idcg = sum(1 / math.log2(i + 2) for i in range(min(n_relevant, k)))
@@ -55,7 +61,8 @@ def ranking_metrics(rows: Sequence[Mapping], model: LinearRanker | None) -> dict
             scores = [-c.recall_rank for c in candidates]
         else:
             scores = list(model.scores(row["query"], candidates))
-        for key, value in query_metrics(candidates, row["labels"], scores).items():
+        unit = row.get("unit", "document")
+        for key, value in query_metrics(candidates, row["labels"], scores, unit=unit).items():
             totals[key] = totals.get(key, 0.0) + value
     n = max(len(rows), 1)
     return {key: round(value / n, 4) for key, value in totals.items()}

@@ -8,6 +8,7 @@ the new one is better. `reranker_deactivate` switches back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,15 +18,18 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from retrieval.fusion import detect_query_language
 from retrieval.models import RerankerModel, TrainingStatus
 from retrieval.second_stage import DEFAULT_MODEL, LinearRanker
+from retrieval.training.cross_encoder import CrossEncoderConfig
 from retrieval.training.pairs import (
+    TrainingQuery,
     feedback_queries,
     label_rows,
     qa_pair_queries,
     weak_queries_from_knowledge_base,
 )
-from retrieval.training.ranker import by_language, fit_language_models
+from retrieval.training.ranker import by_language, fit_language_models, ranking_metrics, split
 
 # The RAG_RERANKERS entry that serves each knowledge base its own active model.
 KB_RERANKER = "kb"
@@ -35,10 +39,21 @@ MIN_GAIN = 0.005
 MODEL_FILE = "ranker.json"
 
 
-def current_ranker(knowledge_base) -> tuple[LinearRanker, str]:
+def load_ranker(folder: str | Path):
+    """A trained model folder: the linear ranker, with its cross-encoder when it has one."""
+    from retrieval.training.cross_encoder import CROSS_ENCODER_DIR, load_mixed
+
+    folder = Path(folder)
+    linear = LinearRanker.load(folder / MODEL_FILE)
+    if (folder / CROSS_ENCODER_DIR).is_dir():
+        return load_mixed(folder, linear)
+    return linear
+
+
+def current_ranker(knowledge_base) -> tuple[object, str]:
     active = RerankerModel.objects.active_for(knowledge_base.pk)
     if active is not None:
-        return LinearRanker.load(Path(active.path) / MODEL_FILE), active.path
+        return load_ranker(active.path), active.path
     return LinearRanker.load(DEFAULT_MODEL), "default"
 
 
@@ -47,11 +62,30 @@ def _held_out_ndcg(metrics: dict, key: str) -> float:
     return sum(m[key]["ndcg@10"] * m["queries"]["held_out"] for m in metrics.values()) / total
 
 
+def training_queries(
+    knowledge_base, *, max_queries: int, feedback: Iterable | None, seed: int
+) -> list[TrainingQuery]:
+    """QA pairs and chat feedback first, weak queries from the sections for the rest."""
+    if feedback is None:
+        from chat.selectors import feedback_for_training
+
+        feedback = feedback_for_training(knowledge_base=knowledge_base)
+    queries = [*qa_pair_queries(knowledge_base), *feedback_queries(feedback)]
+    queries += weak_queries_from_knowledge_base(
+        knowledge_base, limit=max(max_queries - len(queries), 0), seed=seed
+    )
+    if len(queries) < 10:
+        raise ValueError(f"only {len(queries)} training queries: add documents or QA pairs")
+    return queries
+
+
 def reranker_train(
     *,
     knowledge_base,
     max_queries: int = 400,
     steps: int = 300,
+    base: str = "current",
+    cross_encoder: CrossEncoderConfig | None = None,
     activate: bool = True,
     output: str | Path | None = None,
     feedback: Iterable | None = None,
@@ -59,7 +93,11 @@ def reranker_train(
     progress: Callable[[int, str], None] | None = None,
     seed: int = 0,
 ) -> RerankerModel:
-    """Train, compare on held-out queries, and activate only if better."""
+    """Train, compare with the model in use on held-out queries, activate only if better.
+
+    base "current" adapts the linear ranker in use (seconds); any other value is a
+    cross-encoder (hub name, local path or package:NAME) to fine-tune and put on top of it
+    (minutes on a CPU; a GPU is used when present)."""
     if run is None:
         run = RerankerModel.objects.create(knowledge_base=knowledge_base)
 
@@ -69,32 +107,23 @@ def reranker_train(
             progress(percent, message)
 
     t0 = time.perf_counter()
-    base, base_name = current_ranker(knowledge_base)
-    run.status, run.base = TrainingStatus.TRAINING, base_name
+    current, current_name = current_ranker(knowledge_base)
+    run.status, run.base = TrainingStatus.TRAINING, current_name if base == "current" else base
     run.save(update_fields=["status", "base", "updated_at"])
+    recall_share = 75 if base == "current" else 30
     try:
-        queries = [
-            *qa_pair_queries(knowledge_base),
-            *feedback_queries(feedback or []),
-        ]
-        queries += weak_queries_from_knowledge_base(
-            knowledge_base, limit=max(max_queries - len(queries), 0), seed=seed
+        queries = training_queries(
+            knowledge_base, max_queries=max_queries, feedback=feedback, seed=seed
         )
-        if len(queries) < 10:
-            raise ValueError(f"only {len(queries)} training queries: add documents or QA pairs")
         report(5, f"recalling candidates for {len(queries)} queries")
         rows = label_rows(
             knowledge_base,
             queries,
             progress=lambda i, n: (
-                (i % 20 == 0 or i == n) and report(5 + 75 * i // n, f"recalled {i}/{n} queries")
+                (i % 20 == 0 or i == n)
+                and report(5 + recall_share * i // n, f"recalled {i}/{n} queries")
             ),
         )
-        report(80, "fitting")
-        model, fitted = fit_language_models({"kb": rows}, seed=seed, base=base, steps=steps)
-        metrics = fitted["metrics"]
-        new, old = _held_out_ndcg(metrics, "trained"), _held_out_ndcg(metrics, "base")
-        better = new >= old + MIN_GAIN
         folder = (
             Path(output)
             if output
@@ -104,25 +133,45 @@ def reranker_train(
                 / f"kb-{knowledge_base.pk}-{timezone.now():%Y%m%d-%H%M%S}"
             )
         )
-        card = {
-            "kind": "linear ranker (retrieval.second_stage.LinearRanker)",
-            "knowledge_base": knowledge_base.pk,
-            "base": base_name,
-            "data": {
-                "queries": len(queries),
-                "by_source": {
-                    s: sum(q.source == s for q in queries) for s in ("weak", "qa", "feedback")
-                },
-                "languages": {k: len(v) for k, v in by_language(rows).items()},
-            },
-            "hyperparameters": fitted["hyperparameters"],
-            "metrics_held_out": metrics,
-            "held_out_ndcg@10": {"current": round(old, 4), "new": round(new, 4)},
-            "better": better,
-            "train_seconds": round(time.perf_counter() - t0, 1),
-        }
         folder.mkdir(parents=True, exist_ok=True)
-        type(model)(features=model.features, weights=model.weights, card=card).save(
+        if base == "current":
+            report(80, "fitting")
+            linear, fitted = fit_language_models({"kb": rows}, seed=seed, base=current, steps=steps)
+            card = {"kind": "linear ranker (retrieval.second_stage.LinearRanker)"}
+        else:
+            linear, fitted, extra = _fit_cross_encoder(
+                rows,
+                base=base,
+                current=current,
+                config=cross_encoder or CrossEncoderConfig(),
+                folder=folder,
+                seed=seed,
+                report=report,
+                start=5 + recall_share,
+            )
+            card = {"kind": "cross-encoder on top of the linear ranker", **extra}
+        metrics = fitted["metrics"]
+        new, old = _held_out_ndcg(metrics, "trained"), _held_out_ndcg(metrics, "base")
+        better = new >= old + MIN_GAIN
+        card.update(
+            {
+                "knowledge_base": knowledge_base.pk,
+                "base": run.base,
+                "data": {
+                    "queries": len(queries),
+                    "by_source": {
+                        s: sum(q.source == s for q in queries) for s in ("weak", "qa", "feedback")
+                    },
+                    "languages": {k: len(v) for k, v in by_language(rows).items()},
+                },
+                "hyperparameters": fitted["hyperparameters"],
+                "metrics_held_out": metrics,
+                "held_out_ndcg@10": {"current": round(old, 4), "new": round(new, 4)},
+                "better": better,
+                "train_seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        type(linear)(features=linear.features, weights=linear.weights, card=card).save(
             folder / MODEL_FILE
         )
         (folder / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False), "utf-8")
@@ -140,6 +189,81 @@ def reranker_train(
         raise
     run.refresh_from_db()
     return run
+
+
+def _fit_cross_encoder(rows, *, base, current, config, folder, seed, report, start):
+    """Fine-tune `base` on 64% of the queries, pick its mixing weight on 16%, and measure
+    everything on the held-out 20% that neither step saw."""
+    from retrieval.training import cross_encoder as ce
+
+    linear = current.linear if isinstance(current, ce.MixedRanker) else current
+    train_rows, held_out = split(rows, seed=seed)
+    fit_rows, tune_rows = split(train_rows, seed=seed + 1)
+    groups = ce.training_groups(fit_rows, negatives=config.negatives, seed=seed)
+    if len(groups) < 4:
+        raise ValueError(f"only {len(groups)} training queries found their passage in recall")
+    report(start, f"measuring {base} before training")
+    import torch
+
+    torch.manual_seed(seed)  # a base without a trained head starts from a random one
+    untrained = ce.load_cross_encoder(base, max_length=config.max_length)
+    plain = ce.MixedRanker(linear, untrained, top=config.top, only=True)
+    before = {lang: ranking_metrics(r, plain) for lang, r in by_language(held_out).items()}
+    held_out_groups = ce.training_groups(held_out, negatives=config.negatives, seed=seed)
+    pairwise_before = ce.pairwise_accuracy(untrained, held_out_groups)
+    del untrained, plain
+    span = 90 - start - 5
+
+    def step(i, total, loss):
+        if i == total or i % 5 == 0:
+            report(start + 5 + span * i // total, f"training step {i}/{total}, loss {loss:.3f}")
+
+    t0 = time.perf_counter()
+    model = ce.fine_tune(base, groups, config=config, seed=seed, progress=step)
+    train_seconds = time.perf_counter() - t0
+    report(90, "choosing the mixing weight")
+    alpha = ce.best_alpha(tune_rows, linear, model, top=config.top)
+    new = ce.MixedRanker(linear, model, alpha=alpha, top=config.top)
+    only = ce.MixedRanker(linear, model, top=config.top, only=True)
+    metrics = {}
+    for lang, lang_rows in by_language(held_out).items():
+        metrics[lang] = {
+            "queries": {
+                "train": sum(detect_query_language(r["query"]) == lang for r in fit_rows),
+                "held_out": len(lang_rows),
+            },
+            "recall_order": ranking_metrics(lang_rows, None),
+            "base": ranking_metrics(lang_rows, current),
+            "cross_encoder_before": before[lang],
+            "cross_encoder_after": ranking_metrics(lang_rows, only),
+            "trained": ranking_metrics(lang_rows, new),
+        }
+    report(95, "saving")
+    size_mb = ce.save(model, folder)
+    hyper = {
+        "loss": "multiple negatives ranking (softmax over 1 positive + hard negatives)",
+        **dataclasses.asdict(config),
+        **model.fit_info,
+        "groups": len(groups),
+        "held_out_pairwise_accuracy": {
+            "before": pairwise_before,
+            "after": ce.pairwise_accuracy(model, held_out_groups),
+        },
+        "tune_queries": len(tune_rows),
+        "seed": seed,
+    }
+    extra = {
+        "cross_encoder": {
+            "base": base,
+            "alpha": alpha,
+            "top": config.top,
+            "max_length": config.max_length,
+            "size_mb": size_mb,
+            "dtype": "float16",
+            "fine_tune_seconds": round(train_seconds, 1),
+        }
+    }
+    return linear, {"metrics": metrics, "hyperparameters": hyper}, extra
 
 
 @transaction.atomic

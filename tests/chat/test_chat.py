@@ -281,3 +281,32 @@ def test_ask_command_json(kb, settings):
         "text",
     }
     assert set(first["timings_ms"]) == {"condense", "recall", "rerank", "first_token", "total"}
+
+
+def test_feedback_becomes_reranker_training_data_of_its_own_knowledge_base(
+    kb, llm, make_user, make_kb
+):
+    from chat.models import Feedback
+    from chat.selectors import feedback_for_training
+    from retrieval.training.pairs import feedback_queries
+
+    llm.reply = lambda messages: "Use pg_dump [1]."
+    _, good = run(kb, "How do I back up a database?")
+    llm.reply = lambda messages: "VACUUM does it [1]."
+    _, bad = run(kb, "How do I restore a backup?")
+    for done, rating in ((good, 1), (bad, -1)):
+        Feedback.objects.create(
+            message=Message.objects.get(pk=done.data["message_id"]), user=kb.owner, rating=rating
+        )
+    triples = feedback_for_training(knowledge_base=kb)
+    items = {q: (pos, neg) for q, pos, neg in triples}
+    positives, negatives = items["How do I back up a database?"]
+    assert positives == [good.data["sources"][0]["text"]] and negatives == []
+    positives, negatives = items["How do I restore a backup?"]
+    assert positives == [] and len(negatives) == len(bad.data["sources"])
+    # Only questions with a confirmed passage train; rejected ones add hard negatives.
+    assert [q.question for q in feedback_queries(triples)] == ["How do I back up a database?"]
+
+    # Another knowledge base's feedback never reaches this one's training data.
+    other = ingest_texts(make_kb(make_user("bob"), "other"), {"x.md": "# X\n\npg_dump docs."})
+    assert feedback_for_training(knowledge_base=other) == []

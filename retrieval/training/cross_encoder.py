@@ -1,0 +1,297 @@
+"""Fine-tuning a sentence-transformers CrossEncoder on a knowledge base's training queries,
+and the second stage that puts it on top of the linear ranker.
+
+Training: each labelled query (retrieval.training.pairs.label_rows) gives a group
+(question, one positive passage, hard negatives = the highest recalled passages that are
+not positive, plus passages users rejected in chat); the loss is multiple-negatives
+ranking (softmax cross-entropy over the group's logits). That loss learns from the
+offline MiniLM weights, whose classification head starts untrained; binary cross-entropy
+on the same pairs did not (measured outside the product, see the issue). A plain torch
+loop: no `datasets`/`accelerate` needed, and it reports progress to the caller.
+
+Inference (`MixedRanker`): the linear ranker orders all candidates; the cross-encoder
+re-reads the first `top` of them and moves each by `alpha` standard deviations of its own
+per-query z-score, in the linear ranker's units, so score cut-offs keep their meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.second_stage import LinearRanker
+from retrieval.types import Candidate
+
+CROSS_ENCODER_DIR = "cross_encoder"
+ALPHAS = (0.5, 1.0, 2.0, 4.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEncoderConfig:
+    max_length: int = 192
+    batch_size: int = 8
+    negatives: int = 3
+    epochs: int = 2
+    min_steps: int = 60  # a small knowledge base gets more passes: the head starts untrained
+    learning_rate: float | None = None  # None: 2e-4 for a fresh head, 2e-5 for a reranker
+    warmup: float = 0.1
+    top: int = 10  # candidates the cross-encoder re-reads at query time
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    question: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+def passage(candidate: Candidate) -> str:
+    return candidate.context or candidate.text
+
+
+def training_groups(rows: Sequence[dict], *, negatives: int, seed: int = 0) -> list[Group]:
+    """One group per query with a positive: the best-recalled positive passage (or the
+    query's own positive text), and the highest recalled non-positive passages."""
+    rng = random.Random(seed)
+    groups = []
+    for row in rows:
+        cands, labels = row["candidates"], row["labels"]
+        positives = [passage(c) for c, y in zip(cands, labels, strict=True) if y]
+        if not positives:
+            positives = list(row.get("positive_texts") or ())
+        if not positives:
+            continue
+        hard = list(row.get("negative_texts") or ())
+        hard += [passage(c) for c, y in zip(cands, labels, strict=True) if not y]
+        groups.append(Group(row["query"], positives[0], tuple(dict.fromkeys(hard))[:negatives]))
+    # Too few hard negatives (a tiny knowledge base): other queries' positives fill in.
+    pool = [g.positive for g in groups]
+    out = []
+    for g in groups:
+        extra = [p for p in rng.sample(pool, min(len(pool), negatives + 1)) if p != g.positive]
+        out.append(dataclasses.replace(g, negatives=(g.negatives + tuple(extra))[:negatives]))
+    return [g for g in out if g.negatives]
+
+
+def device_default() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_cross_encoder(path_or_name: str, *, max_length: int, device: str | None = None):
+    from sentence_transformers import CrossEncoder
+
+    from retrieval.embedders import resolve_model_path
+
+    model = CrossEncoder(
+        resolve_model_path(path_or_name),
+        num_labels=1,
+        max_length=max_length,
+        device=device or device_default(),
+    )
+    if model.device.type == "cpu":
+        model.model.float()  # stored in fp16 (half the disk); fp32 is faster on a CPU
+    return model
+
+
+def has_trained_head(path_or_name: str) -> bool:
+    """Whether the base already is a reranker (then it needs a gentler learning rate)."""
+    from transformers import AutoConfig
+
+    from retrieval.embedders import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(path_or_name))
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
+
+
+def logits(model, question: str, passages: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
+    """Raw relevance logits of (question, passage) pairs, the training objective's scale."""
+    import torch
+
+    if not passages:
+        return np.zeros(0)
+    net, tokenizer = model.model, model.tokenizer
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(passages), batch_size):
+            chunk = list(passages[start : start + batch_size])
+            enc = tokenizer(
+                [question] * len(chunk),
+                chunk,
+                padding=True,
+                truncation="longest_first",
+                max_length=model.max_seq_length,
+                return_tensors="pt",
+            ).to(model.device)
+            out.append(net(**enc).logits[:, 0].float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def fine_tune(
+    base: str,
+    groups: Sequence[Group],
+    *,
+    config: CrossEncoderConfig,
+    device: str | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
+):
+    """Train and return the CrossEncoder; `progress(step, total, loss)` after each batch."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = load_cross_encoder(base, max_length=config.max_length, device=device)
+    learning_rate = config.learning_rate or (2e-5 if has_trained_head(base) else 2e-4)
+    net, tokenizer = model.model, model.tokenizer
+    batches_per_epoch = max(math.ceil(len(groups) / config.batch_size), 1)
+    epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
+    total = batches_per_epoch * epochs
+    warmup = max(int(total * config.warmup), 1)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(total - step, 0) / max(total - warmup, 1)),
+    )
+    net.train()
+    step = 0
+    for _ in range(epochs):
+        order = list(groups)
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            width = 1 + config.negatives
+            questions, texts = [], []
+            for g in batch:
+                negs = list(g.negatives) + [g.negatives[-1]] * (config.negatives - len(g.negatives))
+                questions += [g.question] * width
+                texts += [g.positive, *negs]
+            enc = tokenizer(
+                questions,
+                texts,
+                padding=True,
+                truncation="longest_first",
+                max_length=config.max_length,
+                return_tensors="pt",
+            ).to(model.device)
+            scores = net(**enc).logits[:, 0].view(len(batch), width)
+            target = torch.zeros(len(batch), dtype=torch.long, device=scores.device)
+            loss = F.cross_entropy(scores, target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            step += 1
+            if progress is not None:
+                progress(step, total, loss.item())
+    net.eval()
+    model.fit_info = {
+        "learning_rate": learning_rate,
+        "epochs_run": epochs,
+        "steps": total,
+        "device": str(model.device),
+    }
+    return model
+
+
+def save(model, folder: Path) -> float:
+    """Write the model in fp16 under folder/cross_encoder; returns its size in MB."""
+    target = folder / CROSS_ENCODER_DIR
+    net = model.model
+    dtype = next(net.parameters()).dtype
+    net.half()
+    try:
+        model.save_pretrained(str(target))
+    finally:
+        net.to(dtype=dtype)
+    return round(sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 1e6, 1)
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return np.zeros_like(values) if std < 1e-9 else (values - values.mean()) / std
+
+
+@dataclasses.dataclass
+class MixedRanker:
+    """The linear ranker, then the cross-encoder on its top candidates."""
+
+    linear: LinearRanker
+    model: object  # a loaded CrossEncoder
+    alpha: float = 1.0
+    top: int = 10
+    only: bool = False  # order the head by the cross-encoder alone (for comparison tables)
+    memo: dict | None = None  # (query, passages) -> logits, when scoring rows repeatedly
+
+    def _logits(self, query: str, passages: list[str]) -> np.ndarray:
+        if self.memo is None:
+            return logits(self.model, query, passages)
+        key = (query, tuple(passages))
+        if key not in self.memo:
+            self.memo[key] = logits(self.model, query, passages)
+        return self.memo[key]
+
+    def scores(self, query: str, candidates: Sequence[Candidate]) -> np.ndarray:
+        base = np.asarray(self.linear.scores(query, candidates), dtype=float)
+        if len(candidates) < 2 or self.alpha == 0:
+            return base
+        head = np.argsort(-base, kind="stable")[: self.top]
+        ce = self._logits(query, [passage(candidates[i]) for i in head])
+        out = base.copy()
+        if self.only:
+            out[head] = base.max() + 1.0 + ce - ce.min()
+            return out
+        spread = base[head].std() or 1.0
+        out[head] += self.alpha * spread * _zscore(ce)
+        return out
+
+
+_LOCK = threading.Lock()
+
+
+def load_mixed(folder: Path, linear: LinearRanker) -> MixedRanker:
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    mix = card.get("cross_encoder", {})
+    with _LOCK:
+        model = load_cross_encoder(
+            str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 192))
+        )
+    return MixedRanker(
+        linear=linear, model=model, alpha=float(mix.get("alpha", 1.0)), top=int(mix.get("top", 10))
+    )
+
+
+def pairwise_accuracy(model, groups: Sequence[Group]) -> float:
+    """How often the positive outscores each of its hard negatives: what training
+    optimises, and a steadier measure than nDCG on a few dozen held-out queries."""
+    wins = total = 0
+    for group in groups:
+        s = logits(model, group.question, [group.positive, *group.negatives])
+        wins += int((s[0] > s[1:]).sum())
+        total += len(s) - 1
+    return round(wins / total, 4) if total else 0.0
+
+
+def best_alpha(rows: Sequence[dict], linear: LinearRanker, model, *, top: int) -> float:
+    """The mixing weight that ranks `rows` best (rows the cross-encoder did not train on)."""
+    from retrieval.training.ranker import ranking_metrics
+
+    if len(rows) < 5:
+        return 1.0
+    memo: dict = {}
+    scored = {
+        alpha: ranking_metrics(rows, MixedRanker(linear, model, alpha, top, memo=memo))["ndcg@10"]
+        for alpha in ALPHAS
+    }
+    return max(scored, key=lambda a: (scored[a], -a))
