@@ -35,7 +35,7 @@ ALPHAS = (0.5, 1.0, 2.0, 4.0)
 
 @dataclasses.dataclass(frozen=True)
 class CrossEncoderConfig:
-    max_length: int = 192
+    max_length: int = 128
     batch_size: int = 8
     negatives: int = 3
     epochs: int = 2
@@ -265,7 +265,7 @@ def load_mixed(folder: Path, linear: LinearRanker) -> MixedRanker:
     mix = card.get("cross_encoder", {})
     with _LOCK:
         model = load_cross_encoder(
-            str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 192))
+            str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 128))
         )
     return MixedRanker(
         linear=linear, model=model, alpha=float(mix.get("alpha", 1.0)), top=int(mix.get("top", 10))
