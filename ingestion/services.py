@@ -13,6 +13,7 @@ import json
 import logging
 import mimetypes
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -144,11 +145,24 @@ def document_enqueue(*, document: Document, force: bool = False) -> None:
 
 
 def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
-    """Remove a knowledge base, its documents, chunks and stored files, in one transaction."""
+    """Remove a knowledge base, its documents, chunks, stored files and the reranker models
+    trained on it (those under MEDIA_ROOT/rerankers), in one transaction."""
+    from retrieval.models import RerankerModel
+
+    models_root = (Path(settings.MEDIA_ROOT) / "rerankers").resolve()
+    folders = [
+        Path(p).resolve()
+        for p in RerankerModel.objects.filter(knowledge_base=knowledge_base)
+        .exclude(path="")
+        .values_list("path", flat=True)
+    ]
     with transaction.atomic():
         for document in knowledge_base.documents.all():
             document_delete(document=document)
         knowledge_base.delete()
+        for folder in folders:
+            if folder.is_relative_to(models_root) and folder != models_root:
+                transaction.on_commit(lambda f=folder: shutil.rmtree(f, ignore_errors=True))
 
 
 def document_delete(*, document: Document) -> None:

@@ -194,6 +194,13 @@ def test_train_reranker_activates_only_a_better_model_and_can_switch_back(
     tiny_kb.refresh_from_db()
     assert tiny_kb.reranker == "none" and RerankerModel.objects.active_for(tiny_kb.pk) is None
 
+    # Deleting the knowledge base deletes the models trained on it (only under MEDIA_ROOT).
+    from ingestion.services import knowledge_base_delete
+
+    knowledge_base_delete(knowledge_base=tiny_kb)
+    assert not Path(run.path).exists() and not Path(rejected.path).exists()
+    assert bad.exists()
+
 
 # ------------------------------------------------------------- cross-encoder fine-tuning
 
