@@ -12,6 +12,8 @@ loop: no `datasets`/`accelerate` needed, and it reports progress to the caller.
 Inference (`MixedRanker`): the linear ranker orders all candidates; the cross-encoder
 re-reads the first `top` of them and moves each by `alpha` standard deviations of its own
 per-query z-score, in the linear ranker's units, so score cut-offs keep their meaning.
+`alpha` is chosen per query language on queries the cross-encoder did not train on, and is
+0 where it did not help or could not be measured (MiniLM reads no Chinese).
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ import json
 import math
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.fusion import detect_query_language
 from retrieval.second_stage import LinearRanker
 from retrieval.types import Candidate
 
 CROSS_ENCODER_DIR = "cross_encoder"
-ALPHAS = (0.5, 1.0, 2.0, 4.0)
+ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +232,7 @@ class MixedRanker:
 
     linear: LinearRanker
     model: object  # a loaded CrossEncoder
-    alpha: float = 1.0
+    alpha: float | Mapping[str, float] = 1.0  # one weight, or one per query language
     top: int = 10
     only: bool = False  # order the head by the cross-encoder alone (for comparison tables)
     memo: dict | None = None  # (query, passages) -> logits, when scoring rows repeatedly
@@ -242,9 +245,15 @@ class MixedRanker:
             self.memo[key] = logits(self.model, query, passages)
         return self.memo[key]
 
+    def weight(self, query: str) -> float:
+        if isinstance(self.alpha, Mapping):
+            return float(self.alpha.get(detect_query_language(query) or "en", 0.0))
+        return float(self.alpha)
+
     def scores(self, query: str, candidates: Sequence[Candidate]) -> np.ndarray:
         base = np.asarray(self.linear.scores(query, candidates), dtype=float)
-        if len(candidates) < 2 or self.alpha == 0:
+        alpha = self.weight(query)
+        if len(candidates) < 2 or (alpha == 0 and not self.only):
             return base
         head = np.argsort(-base, kind="stable")[: self.top]
         ce = self._logits(query, [passage(candidates[i]) for i in head])
@@ -253,7 +262,7 @@ class MixedRanker:
             out[head] = base.max() + 1.0 + ce - ce.min()
             return out
         spread = base[head].std() or 1.0
-        out[head] += self.alpha * spread * _zscore(ce)
+        out[head] += alpha * spread * _zscore(ce)
         return out
 
 
@@ -267,9 +276,9 @@ def load_mixed(folder: Path, linear: LinearRanker) -> MixedRanker:
         model = load_cross_encoder(
             str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 128))
         )
-    return MixedRanker(
-        linear=linear, model=model, alpha=float(mix.get("alpha", 1.0)), top=int(mix.get("top", 10))
-    )
+    alpha = mix.get("alpha", 1.0)
+    alpha = {k: float(v) for k, v in alpha.items()} if isinstance(alpha, dict) else float(alpha)
+    return MixedRanker(linear=linear, model=model, alpha=alpha, top=int(mix.get("top", 10)))
 
 
 def pairwise_accuracy(model, groups: Sequence[Group]) -> float:
@@ -283,15 +292,19 @@ def pairwise_accuracy(model, groups: Sequence[Group]) -> float:
     return round(wins / total, 4) if total else 0.0
 
 
-def best_alpha(rows: Sequence[dict], linear: LinearRanker, model, *, top: int) -> float:
-    """The mixing weight that ranks `rows` best (rows the cross-encoder did not train on)."""
-    from retrieval.training.ranker import ranking_metrics
+def best_alphas(rows: Sequence[dict], linear: LinearRanker, model, *, top: int) -> dict[str, float]:
+    """Per query language, the mixing weight that ranks `rows` (queries the cross-encoder
+    did not train on) best; ties and languages with under 5 such queries get 0."""
+    from retrieval.training.ranker import by_language, ranking_metrics
 
-    if len(rows) < 5:
-        return 1.0
+    out = {"en": 0.0, "zh": 0.0}
     memo: dict = {}
-    scored = {
-        alpha: ranking_metrics(rows, MixedRanker(linear, model, alpha, top, memo=memo))["ndcg@10"]
-        for alpha in ALPHAS
-    }
-    return max(scored, key=lambda a: (scored[a], -a))
+    for language, lang_rows in by_language(rows).items():
+        if len(lang_rows) < 5:
+            continue
+        scored = {
+            a: ranking_metrics(lang_rows, MixedRanker(linear, model, a, top, memo=memo))["ndcg@10"]
+            for a in ALPHAS
+        }
+        out[language] = max(scored, key=lambda a: (scored[a], -a))
+    return out

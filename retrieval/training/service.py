@@ -222,14 +222,14 @@ def _fit_cross_encoder(rows, *, base, current, config, folder, seed, report, sta
     model = ce.fine_tune(base, groups, config=config, seed=seed, progress=step)
     train_seconds = time.perf_counter() - t0
     report(90, "choosing the mixing weight")
-    alpha = ce.best_alpha(tune_rows, linear, model, top=config.top)
+    alpha = ce.best_alphas(tune_rows, linear, model, top=config.top)
     new = ce.MixedRanker(linear, model, alpha=alpha, top=config.top)
     only = ce.MixedRanker(linear, model, top=config.top, only=True)
     metrics = {}
     for lang, lang_rows in by_language(held_out).items():
         metrics[lang] = {
             "queries": {
-                "train": sum(detect_query_language(r["query"]) == lang for r in fit_rows),
+                "train": sum((detect_query_language(r["query"]) or "en") == lang for r in fit_rows),
                 "held_out": len(lang_rows),
             },
             "recall_order": ranking_metrics(lang_rows, None),

@@ -230,6 +230,21 @@ def test_training_groups_take_hard_negatives_from_recall_and_fill_from_other_que
     assert groups["q2"].negatives == ("p1",)  # only another query's positive to borrow
 
 
+def test_mixing_weight_is_per_query_language():
+    """A cross-encoder that did not help Chinese (MiniLM reads none) leaves it alone."""
+    from retrieval.training.cross_encoder import MixedRanker
+
+    linear = LinearRanker.load(DEFAULT_MODEL)
+    cands = [
+        Candidate(chunk_id=i, document_id=i, document_name="", text=t, context=t)
+        for i, t in enumerate(["在页脚中插入页码", "合并单元格", "页码格式"])
+    ]
+    mixed = MixedRanker(linear, model=None, alpha={"en": 1.0, "zh": 0.0})
+    question = "如何插入页码？"
+    assert mixed.weight(question) == 0.0 and mixed.weight("How do I add pages?") == 1.0
+    assert list(mixed.scores(question, cands)) == list(linear.scores(question, cands))
+
+
 @pytest.fixture
 def postgresql_kb(make_user, make_kb):
     """22 pages of the PostgreSQL manual: small, but with distinct topics to learn."""

@@ -98,7 +98,7 @@ class Command(BaseCommand):
         if extra:
             self.stdout.write(
                 f"cross-encoder: {extra['size_mb']} MB ({extra['dtype']}), mixing weight "
-                f"{extra['alpha']} on the top {extra['top']}, fine-tuned in "
+                f"{extra['alpha']} (per query language) on the top {extra['top']}, fine-tuned in "
                 f"{extra['fine_tune_seconds']} s on {run.card['hyperparameters']['device']}"
             )
             pairwise = run.card["hyperparameters"]["held_out_pairwise_accuracy"]
