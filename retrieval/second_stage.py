@@ -198,12 +198,16 @@ class LearnedReranker:
         ]
         return [float(s) for s in self.model().scores(query, candidates)]
 
+    def model_for(self, candidates: Sequence[Candidate]):
+        """The model that ranks these candidates (subclasses pick one per knowledge base)."""
+        return self.model()
+
     def rerank(
         self, query: str, candidates: Sequence[Candidate], top_k: int | None = None
     ) -> list[Candidate]:
         if not candidates:
             return []
-        scores = self.model().scores(query, candidates)
+        scores = self.model_for(candidates).scores(query, candidates)
         out = [
             dataclasses.replace(c, rerank_score=float(s))
             for c, s in zip(candidates, scores, strict=True)
@@ -238,16 +242,3 @@ class KnowledgeBaseReranker(LearnedReranker):
                 if active.path not in self._per_kb:
                     self._per_kb[active.path] = load_ranker(active.path)
         return self._per_kb[active.path]
-
-    def rerank(
-        self, query: str, candidates: Sequence[Candidate], top_k: int | None = None
-    ) -> list[Candidate]:
-        if not candidates:
-            return []
-        scores = self.model_for(candidates).scores(query, candidates)
-        out = [
-            dataclasses.replace(c, rerank_score=float(s))
-            for c, s in zip(candidates, scores, strict=True)
-        ]
-        out.sort(key=lambda c: (-c.rerank_score, c.recall_rank))
-        return out if top_k is None else out[:top_k]

@@ -116,6 +116,22 @@ def wait_for_documents(ids, timeout: float = 180):
         time.sleep(0.3)
 
 
+def make_chunk(kb, doc, ordinal: int, text: str, **extra):
+    """A chunk written directly (no pipeline), with its keyword-search columns filled in."""
+    from ingestion.models import Chunk
+    from retrieval.text import segment
+
+    return Chunk.objects.create(
+        document=doc,
+        knowledge_base=kb,
+        ordinal=ordinal,
+        text=text,
+        search_text=segment(text),
+        search_length=len(segment(text).split()),
+        **extra,
+    )
+
+
 def ingest_texts(kb, texts: dict[str, str]):
     """Ingest {file name: text} into kb in-process through the real pipeline."""
     import io

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import random
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -115,26 +114,30 @@ def has_trained_head(path_or_name: str) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
 
 
+def _encode(model, questions: list[str], texts: list[str]):
+    return model.tokenizer(
+        questions,
+        texts,
+        padding=True,
+        truncation="longest_first",
+        max_length=model.max_seq_length,
+        return_tensors="pt",
+    ).to(model.device)
+
+
 def logits(model, question: str, passages: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
     """Raw relevance logits of (question, passage) pairs, the training objective's scale."""
     import torch
 
     if not passages:
         return np.zeros(0)
-    net, tokenizer = model.model, model.tokenizer
+    net = model.model
     net.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(passages), batch_size):
             chunk = list(passages[start : start + batch_size])
-            enc = tokenizer(
-                [question] * len(chunk),
-                chunk,
-                padding=True,
-                truncation="longest_first",
-                max_length=model.max_seq_length,
-                return_tensors="pt",
-            ).to(model.device)
+            enc = _encode(model, [question] * len(chunk), chunk)
             out.append(net(**enc).logits[:, 0].float().cpu().numpy())
     return np.concatenate(out)
 
@@ -156,7 +159,7 @@ def fine_tune(
     rng = random.Random(seed)
     model = load_cross_encoder(base, max_length=config.max_length, device=device)
     learning_rate = config.learning_rate or (2e-5 if has_trained_head(base) else 2e-4)
-    net, tokenizer = model.model, model.tokenizer
+    net = model.model
     batches_per_epoch = max(math.ceil(len(groups) / config.batch_size), 1)
     epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
     total = batches_per_epoch * epochs
@@ -179,15 +182,7 @@ def fine_tune(
                 negs = list(g.negatives) + [g.negatives[-1]] * (config.negatives - len(g.negatives))
                 questions += [g.question] * width
                 texts += [g.positive, *negs]
-            enc = tokenizer(
-                questions,
-                texts,
-                padding=True,
-                truncation="longest_first",
-                max_length=config.max_length,
-                return_tensors="pt",
-            ).to(model.device)
-            scores = net(**enc).logits[:, 0].view(len(batch), width)
+            scores = net(**_encode(model, questions, texts)).logits[:, 0].view(len(batch), width)
             target = torch.zeros(len(batch), dtype=torch.long, device=scores.device)
             loss = F.cross_entropy(scores, target)
             loss.backward()
@@ -266,16 +261,12 @@ class MixedRanker:
         return out
 
 
-_LOCK = threading.Lock()
-
-
 def load_mixed(folder: Path, linear: LinearRanker) -> MixedRanker:
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     mix = card.get("cross_encoder", {})
-    with _LOCK:
-        model = load_cross_encoder(
-            str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 128))
-        )
+    model = load_cross_encoder(
+        str(folder / CROSS_ENCODER_DIR), max_length=int(mix.get("max_length", 128))
+    )
     alpha = mix.get("alpha", 1.0)
     alpha = {k: float(v) for k, v in alpha.items()} if isinstance(alpha, dict) else float(alpha)
     return MixedRanker(linear=linear, model=model, alpha=alpha, top=int(mix.get("top", 10)))

@@ -264,7 +264,7 @@ def test_detect_type_trusts_content(tmp_path):
     shutil.copy(FIX / "scanned-libtasn1-page3.en.png", p)
     assert parsing.detect_type(p, "report.pdf") == "png"
     q = tmp_path / "page.txt"
-    shutil.copy(FIX / "postgresql-indexes-partial.html", q)
+    shutil.copy(FIX / "postgresql-html/postgresql-indexes-partial.html", q)
     assert parsing.detect_type(q, "page.txt") == "html"
     assert parsing.detect_type(FIX / "easy-ham-00001.eml", "mail") == "eml"
 
@@ -417,7 +417,7 @@ def test_damaged_office_files(tmp_path):
 
 
 def test_html_english():
-    doc = parse("postgresql-indexes-partial.html")
+    doc = parse("postgresql-html/postgresql-indexes-partial.html")
     assert doc.language == "en"
     assert doc.sections[0].kind == "title" and doc.sections[0].text == "11.8. Partial Indexes"
     s = find(doc, "A partial index is an index built over a subset of a table")
@@ -552,7 +552,7 @@ def test_eml_with_attachments(tmp_path):
         b"region,sales\nnorth,10\nsouth,20\n", maintype="text", subtype="csv", filename="sales.csv"
     )
     msg.add_attachment(
-        (FIX / "postgresql-indexes-partial.html").read_bytes(),
+        (FIX / "postgresql-html/postgresql-indexes-partial.html").read_bytes(),
         maintype="text",
         subtype="html",
         filename="partial.html",

@@ -14,19 +14,7 @@ from ingestion.checks import check_vector_indexes
 from ingestion.models import Chunk, ChunkEmbedding, Document, Membership, Role
 from ingestion.selectors import knowledge_base_get, knowledge_bases_for
 from retrieval.recall import dense_search, keyword_search
-from retrieval.text import segment
-from tests.conftest import ROOT
-
-
-def _chunk(kb, doc, ordinal, text):
-    return Chunk.objects.create(
-        document=doc,
-        knowledge_base=kb,
-        ordinal=ordinal,
-        text=text,
-        search_text=segment(text),
-        search_length=len(segment(text).split()),
-    )
+from tests.conftest import ROOT, make_chunk
 
 
 def _refresh_search_vectors(kb):
@@ -50,7 +38,7 @@ def test_nearest_neighbours_in_order_through_hnsw(doc):
     vectors = rng.normal(size=(300, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     for i, vec in enumerate(vectors):
-        chunk = _chunk(kb, doc, i, f"chunk {i}")
+        chunk = make_chunk(kb, doc, i, f"chunk {i}")
         ChunkEmbedding.objects.create(
             chunk=chunk, knowledge_base=kb, embedder="minilm", embedding=vec
         )
@@ -81,9 +69,9 @@ def test_nearest_neighbours_in_order_through_hnsw(doc):
 
 def test_keyword_search_finds_chinese_word_and_english_stem(doc):
     kb = doc.knowledge_base
-    zh = _chunk(kb, doc, 0, "我们可以通过创建索引来显著加快数据库的查询速度。")
-    en = _chunk(kb, doc, 1, "Indexes are a common way to enhance database performance.")
-    _chunk(kb, doc, 2, "Backups should be tested regularly.")
+    zh = make_chunk(kb, doc, 0, "我们可以通过创建索引来显著加快数据库的查询速度。")
+    en = make_chunk(kb, doc, 1, "Indexes are a common way to enhance database performance.")
+    make_chunk(kb, doc, 2, "Backups should be tested regularly.")
     _refresh_search_vectors(kb)
 
     assert [h.chunk_id for h in keyword_search(knowledge_bases=[kb], query="索引", k=5)] == [zh.id]
@@ -119,7 +107,7 @@ def test_search_never_crosses_knowledge_bases(make_user, make_kb):
         d = Document.objects.create(
             knowledge_base=kb, original_name="x", content_hash=f"{kb.pk:064d}"
         )
-        chunk = _chunk(kb, d, 0, "secret plans for the database")
+        chunk = make_chunk(kb, d, 0, "secret plans for the database")
         ChunkEmbedding.objects.create(
             chunk=chunk, knowledge_base=kb, embedder="minilm", embedding=np.ones(384) / np.sqrt(384)
         )

@@ -312,7 +312,7 @@ def test_admin_is_registered_for_every_model_and_pages_render(admin_client, kb, 
 def test_hit_testing_shows_recall_and_reranked_lists_with_the_cut_off(client, alice, kb):
     from django.contrib.postgres.search import SearchVector
 
-    from retrieval.text import segment
+    from tests.conftest import make_chunk
 
     doc = kb.documents.get(original_name="guide.pdf")
     for i, text in enumerate(
@@ -324,14 +324,7 @@ def test_hit_testing_shows_recall_and_reranked_lists_with_the_cut_off(client, al
         ],
         start=1,
     ):
-        Chunk.objects.create(
-            document=doc,
-            knowledge_base=kb,
-            ordinal=i,
-            text=text,
-            search_text=segment(text),
-            search_length=len(segment(text).split()),
-        )
+        make_chunk(kb, doc, i, text)
     Chunk.objects.filter(knowledge_base=kb).update(
         search_vector=SearchVector("search_text", config="english")
     )

@@ -22,7 +22,7 @@ from retrieval.types import Candidate
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_CORPUS = [
     "postgresql-queries-with.en.md",
-    "postgresql-indexes-partial.html",
+    "postgresql-html/postgresql-indexes-partial.html",
     "libreoffice-swriter-pagenumbers.html",
 ]
 
@@ -78,7 +78,7 @@ def _ingest(kb, names):
             result = document_create(
                 knowledge_base=kb,
                 fileobj=io.BytesIO((FIXTURES / name).read_bytes()),
-                name=name,
+                name=Path(name).name,
                 enqueue=False,
             )
         ids.append(result.document.pk)
@@ -92,8 +92,25 @@ def tiny_kb(make_user, make_kb):
     kb = make_kb(owner, name="tiny", embedders=["use"])
     _ingest(kb, TINY_CORPUS)
     other = make_kb(owner, name="other", embedders=["use"])
-    _ingest(other, ["postgresql-indexes-partial.html"])  # same text, another knowledge base
+    _ingest(other, [TINY_CORPUS[1]])  # the same text in another knowledge base
     return kb
+
+
+def _activate_bad_model(kb, tmp_path) -> Path:
+    """Put a deliberately bad model in use (as if trained earlier): any training beats it."""
+    from retrieval.models import RerankerModel, TrainingStatus
+    from retrieval.training.service import MODEL_FILE
+
+    bad = tmp_path / "bad"
+    _inverted(LinearRanker.load(DEFAULT_MODEL)).save(bad / MODEL_FILE)
+    RerankerModel.objects.create(
+        knowledge_base=kb,
+        path=str(bad),
+        is_active=True,
+        previous_reranker="none",
+        status=TrainingStatus.READY,
+    )
+    return bad
 
 
 def _inverted(model: LinearRanker) -> LinearRanker:
@@ -151,16 +168,7 @@ def test_train_reranker_activates_only_a_better_model_and_can_switch_back(
     tiny_kb.reranker = "none"
     tiny_kb.save()
     # The model in use is bad: the new one must beat it and be switched on.
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    _inverted(LinearRanker.load(DEFAULT_MODEL)).save(bad / service.MODEL_FILE)
-    RerankerModel.objects.create(
-        knowledge_base=tiny_kb,
-        path=str(bad),
-        is_active=True,
-        previous_reranker="none",
-        status=TrainingStatus.READY,
-    )
+    bad = _activate_bad_model(tiny_kb, tmp_path)
     out = io.StringIO()
     call_command(
         "train_reranker",
@@ -335,22 +343,13 @@ def test_owner_adapts_the_reranker_from_the_page_through_the_worker(
     import time
 
     from retrieval.models import RerankerModel, TrainingStatus
-    from retrieval.training import service
 
     url = f"/kb/{tiny_kb.pk}/reranker/"
     client.force_login(make_user())
     assert client.get(url).status_code in (403, 404)  # not the owner
     tiny_kb.reranker = "none"
     tiny_kb.save()
-    bad = tmp_path / "bad"
-    _inverted(LinearRanker.load(DEFAULT_MODEL)).save(bad / service.MODEL_FILE)
-    RerankerModel.objects.create(
-        knowledge_base=tiny_kb,
-        path=str(bad),
-        is_active=True,
-        previous_reranker="none",
-        status=TrainingStatus.READY,
-    )
+    _activate_bad_model(tiny_kb, tmp_path)
     client.force_login(tiny_kb.owner)
     page = client.get(url).content.decode()
     assert "Adapt the reranker" in page and "trained model #" in page
