@@ -100,22 +100,31 @@ def sentence_support(question: str, candidates: Sequence[Candidate]) -> list[flo
     return _scorer().score(question, [c.context for c in head]) if head else []
 
 
-def reorder_by_support(candidates: list[Candidate], support: Sequence[float]) -> list[Candidate]:
-    """Re-order the head of the ranking by rerank score plus sentence-level support, both
-    standardised. The passage whose best sentence answers the question moves first: on the
-    citation benchmark (30 questions on a PDF manual) the first source's page accuracy went
-    0.80 -> 0.90 in English and stayed 0.80 in Chinese."""
+def reorder_by_support(
+    candidates: list[Candidate],
+    support: Sequence[float],
+    *,
+    reference: Sequence[Candidate] | None = None,
+) -> list[Candidate]:
+    """Re-order the head of the ranking by rerank score plus sentence-level support, so that
+    the passage whose best sentence answers the question comes first.
+
+    Rerank scores are standardised over all `reference` candidates (the whole reranked
+    list), which puts any reranker on one scale; support stays on the claim scorer's own
+    scale (a cosine by default), so a 0.02 difference moves nothing and a 0.2 difference
+    does. Standardising both over just the three head passages, as before, turned any gap
+    into a full unit and let small support differences overturn clear rerank wins. Over
+    four citation sets (120 questions, two manuals per language) the first source's page
+    accuracy went 0.883 -> 0.900 and no set fell below 0.83; bench/citations/README.md."""
     n = len(support)
     if n < 2:
         return candidates
     head = candidates[:n]
+    scores = np.array([c.score for c in (reference or candidates)], dtype=float)
+    std = scores.std() if len(scores) > 1 else 0.0
     rerank = np.array([c.score for c in head], dtype=float)
-    sup = np.array(support, dtype=float)
-
-    def z(values):
-        return (values - values.mean()) / (values.std() + 1e-9)
-
-    combined = z(rerank) + settings.RAG_CHAT_SUPPORT_WEIGHT * z(sup)
+    rerank = (rerank - scores.mean()) / std if std > 1e-9 else np.zeros(n)
+    combined = rerank + settings.RAG_CHAT_SUPPORT_WEIGHT * np.array(support, dtype=float)
     order = sorted(range(n), key=lambda i: (-combined[i], i))
     return [head[i] for i in order] + candidates[n:]
 
@@ -238,7 +247,7 @@ def answer_question(
             - max_tokens
             - prompt_overhead_tokens(question=standalone, history=history)
         )
-        ranked = reorder_by_support(list(result.results), support)
+        ranked = reorder_by_support(list(result.results), support, reference=result.reranked)
         passages, omitted = pack_passages(ranked, budget_tokens=max(budget, 0))
         assistant.omitted_passages = omitted
         sources = [source_dict(n, c) for n, c in enumerate(passages, start=1)]

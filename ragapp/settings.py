@@ -330,9 +330,10 @@ RAG_CLAIM_SUPPORT_THRESHOLD: float = env.float("RAG_CLAIM_SUPPORT_THRESHOLD", de
 # Below this best question-to-passage-sentence similarity we say the documents do not answer.
 RAG_ABSTAIN_MIN_SCORE: float = env.float("RAG_ABSTAIN_MIN_SCORE", default=0.3)
 # The chat scores the best sentence of the top passages against the question (for abstention)
-# and reorders them by rerank score + this weight x that support (both standardised).
+# and reorders them by rerank score (standardised over all candidates) + this weight x that
+# support (on the claim scorer's scale: a cosine for sentence-sim).
 RAG_CHAT_PRECISION_K: int = env.int("RAG_CHAT_PRECISION_K", default=3)
-RAG_CHAT_SUPPORT_WEIGHT: float = env.float("RAG_CHAT_SUPPORT_WEIGHT", default=0.5)
+RAG_CHAT_SUPPORT_WEIGHT: float = env.float("RAG_CHAT_SUPPORT_WEIGHT", default=8.0)
 
 # API: requests per minute per token (0 = no limit). Counted in Django's cache: use a shared
 # cache (e.g. Redis, CACHES below) when several web processes serve the API.

@@ -10,7 +10,8 @@ from django.core.management import call_command
 
 from chat.fake_llm import FakeLLM
 from chat.models import Conversation, Message, Mode
-from chat.services import answer_question
+from chat.services import answer_question, reorder_by_support
+from retrieval.types import Candidate
 from tests.conftest import ingest_texts
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
@@ -193,6 +194,24 @@ def test_extractive_mode_without_an_llm(kb, settings):
     assert (
         zh.data["answer"].startswith("文档摘录") and zh.data["sources"][0]["document"] == "页码.md"
     )
+
+
+def test_support_reorders_only_on_a_real_difference(settings):
+    """Rerank scores are standardised over the whole list, support stays a cosine: a
+    small support edge does not overturn a clear rerank win, a large one does."""
+    settings.RAG_CHAT_SUPPORT_WEIGHT = 8.0
+    scores = [4.3, 3.7, 0.2] + [0.0] * 20
+    ranked = [Candidate(i, 1, "d", f"t{i}", f"t{i}", rerank_score=s) for i, s in enumerate(scores)]
+    head = ranked[:8]
+
+    def first(support):
+        return reorder_by_support(head, support, reference=ranked)[0].chunk_id
+
+    assert first([0.48, 0.50, 0.30]) == 0  # 0.02 of cosine: the rerank order stands
+    assert first([0.30, 0.55, 0.30]) == 1  # the second passage clearly says it
+    assert reorder_by_support(head, [0.9])[0].chunk_id == 0  # one passage: nothing to do
+    reordered = reorder_by_support(head, [0.3, 0.6, 0.3], reference=ranked)
+    assert [c.chunk_id for c in reordered[3:]] == [3, 4, 5, 6, 7]  # the tail keeps its order
 
 
 def _events(response):
