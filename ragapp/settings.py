@@ -80,6 +80,14 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Email, for password reset links: EMAIL_URL as in smtp+tls://user:password@host:587 (see
+# django-environ). Without it the messages are written to the server's console/log, so an
+# operator can still pass a reset link on by hand.
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 24 * 3600)
+
 ROOT_URLCONF = "ragapp.urls"
 WSGI_APPLICATION = "ragapp.wsgi.application"
 AUTH_USER_MODEL = "ragapp.User"

@@ -102,7 +102,7 @@ def test_every_page_renders_and_every_post_form_has_csrf(client, alice, kb, conv
         n_forms += assert_post_forms_have_csrf(response.content.decode(), url)
     assert n_forms > 10
     client.logout()
-    for url in (reverse("login"), reverse("signup")):
+    for url in (reverse("login"), reverse("signup"), reverse("password_reset")):
         response = client.get(url)
         assert response.status_code == 200
         assert assert_post_forms_have_csrf(response.content.decode(), url) >= 1
@@ -186,6 +186,42 @@ def test_sign_up_logs_in_and_password_change(client):
     assert client.post(reverse("logout")).status_code == 302
     assert client.get(reverse("kb_list")).status_code == 302
     assert client.login(username="newbie", password="another-Pass-77")
+
+
+def test_forgotten_password_is_reset_through_an_emailed_link(client, mailoutbox):
+    client.post(
+        reverse("signup"),
+        {
+            "username": "forgetful",
+            "email": "forgetful@example.com",
+            "password1": "a-Long-pass-99",
+            "password2": "a-Long-pass-99",
+        },
+    )
+    client.post(reverse("logout"))
+    assert reverse("password_reset") in client.get(reverse("login")).content.decode()
+
+    # An unknown address looks the same from outside (no account probing) and sends nothing.
+    response = client.post(reverse("password_reset"), {"email": "nobody@example.com"})
+    assert response.status_code == 302 and response["Location"] == reverse("password_reset_done")
+    assert mailoutbox == []
+    response = client.post(reverse("password_reset"), {"email": "FORGETFUL@example.com"})
+    assert response["Location"] == reverse("password_reset_done")
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == ["forgetful@example.com"]
+    assert '"forgetful"' in mailoutbox[0].body and "\n" not in mailoutbox[0].subject
+    link = re.search(r"https?://[^/]+(/\S+)", mailoutbox[0].body).group(1)
+
+    form_page = client.get(link, follow=True)
+    assert form_page.status_code == 200 and form_page.context["validlink"]
+    response = client.post(
+        form_page.redirect_chain[-1][0],
+        {"new_password1": "brand-New-pass-42", "new_password2": "brand-New-pass-42"},
+    )
+    assert response["Location"] == reverse("password_reset_complete")
+    assert client.login(username="forgetful", password="brand-New-pass-42")
+    client.logout()
+    used = client.get(link, follow=True)
+    assert not used.context["validlink"] and "not valid" in used.content.decode()
 
 
 def test_create_rename_and_delete_with_confirmation(client, alice):
