@@ -211,10 +211,14 @@ RAG_EMBEDDERS: dict[str, dict] = {
         },
     },
     # Multilingual (Chinese + English): Universal Sentence Encoder multilingual v3, numpy only.
+    # One BLAS thread per call: a web process serves many questions at once and every one of
+    # them encodes sentences; two threads per call spin against each other and cut served
+    # questions/s under load by 3x (bench/load.py, 2 cores: 8 users 8.1 -> 25.3 req/s), while
+    # bulk ingestion is only ~5% faster with two.
     "use": {
         "BACKEND": "retrieval.embedders.UniversalSentenceEncoderEmbedder",
         "DIMENSION": 512,
-        "OPTIONS": {"threads": 2, "batch_size": 64},
+        "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 64},
     },
     # With a model hub, e.g.:
     # "bge-m3": {"BACKEND": "retrieval.embedders.SentenceTransformerEmbedder",
