@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django import forms
-from django.contrib.auth.forms import UserCreationForm
+from django.conf import settings
+from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
+from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 
 from ragapp.models import User
@@ -19,3 +23,22 @@ class SignUpForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username", "email")
+
+
+class ThrottledPasswordResetForm(PasswordResetForm):
+    """At most RAG_PASSWORD_RESET_PER_HOUR reset emails to one address an hour, so the form
+    cannot be used to flood someone's inbox. Past the limit nothing is sent and the page
+    looks the same as always (it never tells whether an address has an account)."""
+
+    def get_users(self, email):
+        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        key = f"password-reset:{digest}"
+        cache.add(key, 0, timeout=3600)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=3600)
+            count = 1
+        if count > settings.RAG_PASSWORD_RESET_PER_HOUR:
+            return iter(())
+        return super().get_users(email)

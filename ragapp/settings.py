@@ -87,6 +87,7 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 24 * 3600)
+RAG_PASSWORD_RESET_PER_HOUR = env.int("RAG_PASSWORD_RESET_PER_HOUR", default=3)
 
 ROOT_URLCONF = "ragapp.urls"
 WSGI_APPLICATION = "ragapp.wsgi.application"

@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from ragapp import views
 from ragapp.api import api, openai_compat
+from ragapp.forms import ThrottledPasswordResetForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -12,6 +14,11 @@ urlpatterns = [
     path("v1/chat/completions", openai_compat.chat_completions, name="openai_chat"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/tokens/", views.api_tokens, name="api_tokens"),
+    path(
+        "accounts/password_reset/",
+        auth_views.PasswordResetView.as_view(form_class=ThrottledPasswordResetForm),
+        name="password_reset",
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("dashboard/", views.dashboard, name="dashboard"),

@@ -5,6 +5,7 @@ import re
 
 import pytest
 from django.contrib import admin
+from django.core.cache import cache
 from django.urls import reverse
 
 from chat.models import Conversation, Feedback, Message, Mode
@@ -188,7 +189,14 @@ def test_sign_up_logs_in_and_password_change(client):
     assert client.login(username="newbie", password="another-Pass-77")
 
 
-def test_forgotten_password_is_reset_through_an_emailed_link(client, mailoutbox):
+@pytest.fixture
+def fresh_reset_limits():
+    cache.clear()  # the per-address reset counters live in the cache
+
+
+def test_forgotten_password_is_reset_through_an_emailed_link(
+    client, mailoutbox, fresh_reset_limits
+):
     client.post(
         reverse("signup"),
         {
@@ -222,6 +230,19 @@ def test_forgotten_password_is_reset_through_an_emailed_link(client, mailoutbox)
     client.logout()
     used = client.get(link, follow=True)
     assert not used.context["validlink"] and "not valid" in used.content.decode()
+
+
+def test_password_reset_mails_are_limited_per_address(
+    client, make_user, mailoutbox, settings, fresh_reset_limits
+):
+    settings.RAG_PASSWORD_RESET_PER_HOUR = 2
+    user = make_user("flooded")
+    user.email = "flooded@example.com"
+    user.save()
+    for _ in range(4):
+        response = client.post(reverse("password_reset"), {"email": "flooded@example.com"})
+        assert response["Location"] == reverse("password_reset_done")  # looks the same
+    assert len(mailoutbox) == 2
 
 
 def test_create_rename_and_delete_with_confirmation(client, alice):
