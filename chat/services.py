@@ -121,7 +121,7 @@ def reorder_by_support(
         return candidates
     head = candidates[:n]
     scores = np.array([c.score for c in (reference or candidates)], dtype=float)
-    std = scores.std() if len(scores) > 1 else 0.0
+    std = scores.std()
     rerank = np.array([c.score for c in head], dtype=float)
     rerank = (rerank - scores.mean()) / std if std > 1e-9 else np.zeros(n)
     combined = rerank + settings.RAG_CHAT_SUPPORT_WEIGHT * np.array(support, dtype=float)

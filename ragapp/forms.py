@@ -7,10 +7,10 @@ import hashlib
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
-from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 
 from ragapp.models import User
+from ragapp.ratelimit import count_hit
 
 
 class SignUpForm(UserCreationForm):
@@ -32,13 +32,7 @@ class ThrottledPasswordResetForm(PasswordResetForm):
 
     def get_users(self, email):
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-        key = f"password-reset:{digest}"
-        cache.add(key, 0, timeout=3600)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=3600)
-            count = 1
-        if count > settings.RAG_PASSWORD_RESET_PER_HOUR:
+        sent = count_hit(f"password-reset:{digest}", timeout=3600)
+        if sent > settings.RAG_PASSWORD_RESET_PER_HOUR:
             return iter(())
         return super().get_users(email)

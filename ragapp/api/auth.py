@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 from ninja.security import HttpBearer
 
 from ragapp.models import ApiToken
+from ragapp.ratelimit import count_hit
 
 
 class RateLimited(Exception):
@@ -22,14 +22,7 @@ def check_rate(token: ApiToken) -> None:
     if not limit:
         return
     window = int(time.time() // 60)
-    key = f"api-rate:{token.pk}:{window}"
-    count = cache.get_or_set(key, 0, timeout=70)
-    try:
-        count = cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, timeout=70)
-        count = 1
-    if count > limit:
+    if count_hit(f"api-rate:{token.pk}:{window}", timeout=70) > limit:
         raise RateLimited(retry_after=60 - int(time.time() % 60))
 
 
