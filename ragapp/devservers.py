@@ -379,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("RAG_PORT", "8000")))
     test_parser = sub.add_parser("test", help="run pytest against the embedded servers")
     test_parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["test"]:
+        # Everything after "test" goes to pytest untouched: argparse's REMAINDER refuses a
+        # first argument that starts with "-" (make test PYTEST_ARGS="--durations=40").
+        return run_tests(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "start":
