@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 class LLMError(Exception):
@@ -62,12 +65,23 @@ class OpenAIChatModel:
         return self._client
 
     def _error(self, exc: Exception) -> LLMError:
+        """A message for end users: where the LLM server lives is for the log only."""
         import openai
 
+        logger.warning(
+            "LLM request to %s (model %s) failed: %s: %s",
+            self.base_url,
+            self.model,
+            type(exc).__name__,
+            exc,
+        )
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(f"The language model did not answer within {self.timeout:.0f} s.")
         if isinstance(exc, openai.APIConnectionError):
-            return LLMError(f"The language model server at {self.base_url} cannot be reached.")
+            return LLMError(
+                "The language model server cannot be reached. "
+                "Try again later or ask an administrator."
+            )
         if isinstance(exc, openai.APIStatusError):
             return LLMError(
                 f"The language model server answered with an error (HTTP {exc.status_code})."

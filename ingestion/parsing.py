@@ -1,6 +1,7 @@
 """Document parsing: file (or URL) -> ParsedDocument of typed sections.
 
-Plain Python (no Django). Entry points: `parse_file`, `fetch_url`, `detect_language`.
+Plain Python (no Django). Entry points: `parse_file`, `fetch_url` (lives in fetching.py),
+`detect_language`.
 
 Type detection trusts the content over the name: the magic bytes decide (PDF, PNG, JPEG, GIF,
 TIFF, WebP, BMP, ZIP containers -> DOCX/PPTX/XLSX/EPUB by their members, OLE2 -> XLS). A file
@@ -25,14 +26,12 @@ import os
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-import ipaddress  # noqa: E402
 import re  # noqa: E402
-import socket  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import unquote, urlsplit  # noqa: E402
 
+from .fetching import fetch_url  # noqa: E402  (re-exported: callers import it from here)
 from .parsers.base import (  # noqa: E402
     Context,
     ParsedDocument,
@@ -399,122 +398,3 @@ def parse_file(
         language=detect_language(sample),
         warnings=tuple(ctx.warnings),
     )
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-def _check_host(host: str) -> None:
-    """Refuse hosts that resolve to loopback, link-local (cloud metadata), multicast or
-    reserved addresses. Private LAN addresses are allowed (intranet wikis)."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
-        raise ParseError(f"could not resolve host {host}") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if (
-            ip.is_loopback
-            or ip.is_link_local
-            or ip.is_multicast
-            or ip.is_reserved
-            or ip.is_unspecified
-        ):
-            if os.environ.get("RAG_ALLOW_LOCAL_URLS") != "1":
-                raise ParseError(
-                    f"refusing to fetch {host}: it points to a local or reserved address"
-                )
-
-
-def _filename_for(url: str, headers, mime: str) -> str:
-    import email.message
-
-    cd = headers.get("content-disposition")
-    if cd:
-        m = email.message.Message()
-        m["content-disposition"] = cd
-        name = m.get_filename()
-        if name:
-            return Path(name).name
-    parts = urlsplit(url)
-    name = Path(unquote(parts.path)).name
-    if not name:
-        name = parts.hostname or "page"
-    if not Path(name).suffix or Path(name).suffix.lower() not in _EXT_TO_TYPE:
-        ext = {
-            "text/html": ".html",
-            "application/xhtml+xml": ".html",
-            "application/pdf": ".pdf",
-            "text/plain": ".txt",
-            "text/markdown": ".md",
-            "text/csv": ".csv",
-        }.get(mime)
-        if ext:
-            name += ext
-    return name
-
-
-def fetch_url(url: str, *, limits: ParseLimits | None = None) -> tuple[bytes, str, str]:
-    """Download a URL: (content, filename, mime_type). Follows up to 5 redirects, each
-    checked; refuses non-http(s) schemes, local/reserved addresses and bodies larger than
-    limits.url_max_bytes. Timeouts, connection errors, 429 and 5xx raise
-    TransientParseError; other failures ParseError."""
-    import httpx
-
-    limits = limits or ParseLimits()
-    timeout = httpx.Timeout(limits.url_timeout)
-    current = url
-    with httpx.Client(
-        timeout=timeout, follow_redirects=False, headers={"User-Agent": "ragapp/1.0"}
-    ) as client:
-        for _ in range(6):
-            parts = urlsplit(current)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ParseError("only http:// and https:// URLs can be fetched")
-            _check_host(parts.hostname)
-            try:
-                with client.stream("GET", current) as resp:
-                    if resp.is_redirect:
-                        loc = resp.headers.get("location")
-                        if not loc:
-                            raise ParseError(
-                                f"URL redirected without a location (HTTP {resp.status_code})"
-                            )
-                        current = str(resp.url.join(loc))
-                        continue
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        raise TransientParseError(
-                            f"server answered HTTP {resp.status_code}; try again later"
-                        )
-                    if resp.status_code >= 400:
-                        raise ParseError(f"URL could not be fetched (HTTP {resp.status_code})")
-                    declared = resp.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > limits.url_max_bytes:
-                        raise ParseError(
-                            f"page is too large ({int(declared) / 2**20:.1f} MB; the limit is "
-                            f"{limits.url_max_bytes / 2**20:.0f} MB)"
-                        )
-                    chunks: list[bytes] = []
-                    total = 0
-                    for chunk in resp.iter_bytes():
-                        total += len(chunk)
-                        if total > limits.url_max_bytes:
-                            raise ParseError(
-                                "page is too large (more than "
-                                f"{limits.url_max_bytes / 2**20:.0f} MB)"
-                            )
-                        chunks.append(chunk)
-                    content = b"".join(chunks)
-                    mime = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if not mime:
-                        mime = "application/octet-stream"
-                    return content, _filename_for(str(resp.url), resp.headers, mime), mime
-            except httpx.TimeoutException as exc:
-                raise TransientParseError(
-                    f"fetching the URL timed out after {limits.url_timeout:g} s"
-                ) from exc
-            except httpx.TransportError as exc:
-                raise TransientParseError(f"could not connect: {exc.__class__.__name__}") from exc
-            except httpx.InvalidURL as exc:
-                raise ParseError("invalid URL") from exc
-    raise ParseError("too many redirects")

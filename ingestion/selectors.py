@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.utils.translation import gettext as _
 
 from ingestion.models import Chunk, Document, KnowledgeBase
 
@@ -13,7 +15,11 @@ def knowledge_bases_for(*, user, write: bool = False):
 
 
 def knowledge_base_get(*, user, pk: int, write: bool = False, owner: bool = False) -> KnowledgeBase:
-    """The knowledge base, or 404 whether it does not exist or the user may not see it."""
+    """The knowledge base, or 404 whether it does not exist or the user may not see it.
+
+    With owner=True a member who may read it but does not own it gets PermissionDenied (403)
+    instead: they know it exists, and "not found" would only confuse them.
+    """
     qs = (
         KnowledgeBase.objects.owned_by(user)
         if owner
@@ -21,7 +27,13 @@ def knowledge_base_get(*, user, pk: int, write: bool = False, owner: bool = Fals
     )
     try:
         return qs.get(pk=pk)
-    except (KnowledgeBase.DoesNotExist, ValueError, TypeError):
+    except KnowledgeBase.DoesNotExist:
+        if owner and knowledge_bases_for(user=user).filter(pk=pk).exists():
+            raise PermissionDenied(
+                _("Only the owners of this knowledge base can do this.")
+            ) from None
+        raise Http404("No such knowledge base.") from None
+    except (ValueError, TypeError):
         raise Http404("No such knowledge base.") from None
 
 

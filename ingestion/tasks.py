@@ -1,14 +1,30 @@
+import logging
+import threading
+import time
+
 from celery import Task, shared_task
 from django.conf import settings
 
-from ingestion.services import TransientIngestError, document_fail, document_ingest
+from ingestion.services import (
+    TransientIngestError,
+    document_fail,
+    document_ingest,
+    documents_requeue_stale,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class IngestTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Retries exhausted (or an error escaped the service): the user must see it.
+        # Retries exhausted (or an error escaped the service): the user must see it, unless
+        # the document has been queued again since (then it is no longer this task's).
         if args:
-            document_fail(args[0], f"ingestion gave up after retries: {type(exc).__name__}: {exc}")
+            document_fail(
+                args[0],
+                f"ingestion gave up after retries: {type(exc).__name__}: {exc}",
+                claim=task_id,
+            )
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -22,8 +38,12 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 @shared_task(
     name="ingestion.tasks.ingest_document",
     base=IngestTask,
+    bind=True,
     # Idempotent (see document_ingest), so it is safe to ack late: a worker killed mid-way
     # leaves the message to be redelivered, and the re-run replaces the chunks atomically.
+    # The redelivery comes only after the broker's visibility timeout; well before that the
+    # stale-claim sweep (start_stale_sweeper) has queued the document under a new task id,
+    # and the old message, superseded, is then a no-op (services._claim).
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=_transient_errors(),
@@ -34,5 +54,37 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     soft_time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT,
     time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT + 120,
 )
-def ingest_document(document_id: int) -> str:
-    return document_ingest(document_id=document_id)
+def ingest_document(self, document_id: int) -> str:
+    return document_ingest(document_id=document_id, task_id=self.request.id)
+
+
+@shared_task(name="ingestion.tasks.requeue_stale_documents")
+def requeue_stale_documents() -> dict:
+    """The sweep as a task too, for deployments that prefer to schedule it with beat."""
+    result = documents_requeue_stale()
+    return {"requeued": result.requeued, "failed": result.failed}
+
+
+def start_stale_sweeper(**kwargs) -> None:
+    """On worker_ready: sweep now (this covers restarting a worker after a crash), then every
+    RAG_INGEST_SWEEP_SECONDS. A thread rather than a timer in the worker's event loop: a solo
+    worker busy with a long document still sweeps, and no beat process is needed."""
+    interval = settings.RAG_INGEST_SWEEP_SECONDS
+    if interval <= 0:
+        return
+    threading.Thread(
+        target=_sweep_forever, args=(interval,), name="ingest-stale-sweep", daemon=True
+    ).start()
+
+
+def _sweep_forever(interval: float) -> None:
+    from django.db import close_old_connections, connection
+
+    while True:
+        close_old_connections()
+        try:
+            documents_requeue_stale()
+        except Exception:  # noqa: BLE001 - e.g. the database restarting; try again next time
+            logger.exception("stale-document sweep failed")
+            connection.close()
+        time.sleep(interval)

@@ -10,6 +10,7 @@ This module must import without Django and without the embedded packages install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import secrets
@@ -17,7 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +66,12 @@ def use_embedded_redis() -> bool:
 
 def redis_url() -> str:
     return f"redis+socket://{REDIS_SOCKET}"
+
+
+def redis_cache_url() -> str:
+    """Django's cache on the embedded Redis (redis-py URL syntax), apart from the broker's
+    database 0 so that clearing the cache leaves queued tasks alone."""
+    return f"unix://{REDIS_SOCKET}?db=2"
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -225,139 +235,358 @@ def _describe() -> str:
     return "; ".join(parts)
 
 
+def _manage_argv(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
 def _manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, **kwargs)
+    return subprocess.run(_manage_argv(*args), cwd=ROOT, **kwargs)
 
 
-def _ensure_admin() -> None:
+_ENSURE_ADMIN_CODE = (
+    "from django.contrib.auth import get_user_model\n"
+    "User = get_user_model()\n"
+    "if not User.objects.exists():\n"
+    "    User.objects.create_superuser('admin', 'admin@localhost', PASSWORD)\n"
+    "    print('created')\n"
+)
+
+
+def _print_admin_password(password: str) -> None:
+    print("=" * 64)
+    print("  First start: created the administrator account")
+    print("    username: admin")
+    print(f"    password: {password}")
+    print("  This password is shown only once; change it after logging in.")
+    print("=" * 64, flush=True)
+
+
+# --- make run: supervision -------------------------------------------------------------
+
+
+def gunicorn_command(host: str, port: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "ragapp.wsgi",
+        "--bind",
+        f"{host}:{port}",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+        "--timeout",
+        "300",
+        "--access-logfile",
+        "-",
+    ]
+
+
+def worker_command() -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "ragapp",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "1",
+        "-Q",
+        "celery,ingestion,training",
+    ]
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: unwind and stop what was started."""
+
+
+class GaveUp(Exception):
+    """A child keeps dying or a start-up step failed."""
+
+
+@dataclass
+class _Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restart_at: float = 0.0
+    deaths: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs long-lived children, restarts one that dies, and stops them all on SIGINT or
+    SIGTERM only.
+
+    The signal handlers only set a flag; every wait below polls it, so a signal at any
+    moment (a migration running, the web server not yet listening) unwinds through one
+    path instead of an exception raised in the middle of subprocess or socket code.
+    Children run in their own session: a Ctrl-C reaches only us, and we stop them in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        restart_limit: int = 5,
+        restart_window: float = 60.0,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        stop_timeout: float = 30.0,
+        poll_interval: float = 0.2,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.restart_limit = restart_limit
+        self.restart_window = restart_window
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.stop_timeout = stop_timeout
+        self.poll_interval = poll_interval
+        self.env = dict(os.environ) if env is None else env
+        self.children: list[_Child] = []
+        self.signals: list[int] = []
+
+    # signals
+
+    def install_signal_handlers(self) -> None:
+        # Also SIGINT when it arrives ignored: bash starts `make run &` with SIGINT ignored,
+        # and a script that started us that way may still stop us with either signal.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signals.append(signum)
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.signals)
+
+    def check(self) -> None:
+        if self.signals:
+            raise Stopped(signal.Signals(self.signals[0]).name)
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, self.poll_interval))
+
+    # start-up steps
+
+    def run_step(self, argv: list[str], *, capture: bool = False) -> str:
+        """Run a command to completion (stopping it if we are stopped); its stdout if
+        `capture`, else its output goes to /dev/null. Raises GaveUp when it fails."""
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out if capture else subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                while proc.poll() is None:
+                    self.check()
+                    self.tend()
+                    time.sleep(self.poll_interval)
+            finally:
+                if proc.poll() is None:
+                    self._stop_processes([proc])
+            if proc.returncode != 0:
+                raise GaveUp(f"{' '.join(argv[1:3])} failed with exit code {proc.returncode}")
+            out.seek(0)
+            return out.read().decode(errors="replace")
+
+    def wait_until(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Poll `predicate` until it is true (True) or `timeout` passes (False), tending
+        the children meanwhile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            self.tend()
+            if predicate():
+                return True
+            self.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return False
+
+    # children
+
+    def add(self, name: str, argv: list[str]) -> None:
+        child = _Child(name=name, argv=list(argv))
+        self.children.append(child)
+        self._spawn(child)
+
+    def _spawn(self, child: _Child) -> None:
+        child.proc = subprocess.Popen(child.argv, cwd=ROOT, env=self.env, start_new_session=True)
+        _log(f"started {child.name} (pid {child.proc.pid})")
+
+    def tend(self) -> None:
+        """Restart children that died (after a backoff); GaveUp if one keeps dying."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None:
+                if now >= child.restart_at and not self.stopping:
+                    self._spawn(child)
+                continue
+            code = child.proc.poll()
+            if code is None or self.stopping:
+                continue
+            # What it left behind (gunicorn workers still holding the port, pool processes).
+            _kill_session(child.proc.pid)
+            child.deaths = [t for t in child.deaths if now - t < self.restart_window] + [now]
+            if len(child.deaths) >= self.restart_limit:
+                raise GaveUp(
+                    f"{child.name} exited {len(child.deaths)} times within "
+                    f"{self.restart_window:.0f}s (last exit code {code}); giving up"
+                )
+            delay = min(self.backoff * 2 ** (len(child.deaths) - 1), self.backoff_max)
+            _log(
+                f"{child.name} (pid {child.proc.pid}) exited with code {code}; "
+                f"restarting it in {delay:.1f}s"
+            )
+            child.proc = None
+            child.restart_at = now + delay
+
+    def supervise(self) -> None:
+        """Until a signal (Stopped) or a child that keeps dying (GaveUp)."""
+        while True:
+            self.check()
+            self.tend()
+            time.sleep(self.poll_interval)
+
+    def run(self, start: Callable[[Supervisor], None], *, cleanup=lambda: None) -> int:
+        """start(self) (steps, children, waits), then supervise. Exit status 0 after
+        SIGINT/SIGTERM, 1 when something failed; children are stopped, then cleanup()."""
+        self.install_signal_handlers()
+        try:
+            start(self)
+            self.supervise()
+        except Stopped as stop:
+            _log(f"{stop}: stopping ...")
+            return 0
+        except GaveUp as failure:
+            _log(f"{failure}; stopping.")
+            return 1
+        finally:
+            self.stop_children()
+            cleanup()
+        return 0
+
+    def stop_children(self) -> None:
+        procs = [c.proc for c in self.children if c.proc is not None]
+        for child in self.children:
+            child.proc = None
+        self._stop_processes(procs)
+
+    def _stop_processes(self, procs: list[subprocess.Popen]) -> None:
+        """SIGTERM (gunicorn finishes requests, Celery its current task), then SIGKILL
+        after stop_timeout or at one more signal (a second Ctrl-C)."""
+        signals_before = len(self.signals)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + self.stop_timeout
+        while any(proc.poll() is None for proc in procs):
+            if time.monotonic() > deadline or len(self.signals) > signals_before:
+                break
+            time.sleep(0.05)
+        for proc in procs:
+            _kill_session(proc.pid)  # also what it left behind (a gunicorn or pool worker)
+            proc.wait()
+
+
+def _kill_session(pid: int) -> None:
+    """SIGKILL what is left of the process group a child led (children run in their own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _log(message: str) -> None:
+    print(f"[make run] {message}", file=sys.stderr, flush=True)
+
+
+def _ensure_admin(supervisor: Supervisor) -> None:
     """On first start with no users, create an admin with a random password, printed once."""
     password = secrets.token_urlsafe(12)
-    code = (
-        "from django.contrib.auth import get_user_model\n"
-        "User = get_user_model()\n"
-        "if not User.objects.exists():\n"
-        "    User.objects.create_superuser('admin', 'admin@localhost', PASSWORD)\n"
-        "    print('created')\n"
-    ).replace("PASSWORD", repr(password))
-    out = _manage("shell", "-c", code, capture_output=True, text=True, check=True).stdout
-    if "created" in out:
-        print("=" * 64)
-        print("  First start: created the administrator account")
-        print("    username: admin")
-        print(f"    password: {password}")
-        print("  This password is shown only once; change it after logging in.")
-        print("=" * 64)
+    code = _ENSURE_ADMIN_CODE.replace("PASSWORD", repr(password))
+    if "created" in supervisor.run_step(_manage_argv("shell", "-c", code), capture=True):
+        _print_admin_password(password)
 
 
 def run(host: str, port: int) -> int:
-    """Everything `make run` does after installing: services, migrate, web + worker."""
+    """Everything `make run` does after installing: services, migrate, web + worker,
+    supervised until Ctrl-C or SIGTERM."""
     t0 = time.monotonic()
-    started = start_services()
-    children: list[subprocess.Popen] = []
+    started: list[str] = []
 
-    def shutdown(*_args) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        stop_services(started)
-
-    try:
-        _manage("migrate", "--noinput", check=True, stdout=subprocess.DEVNULL)
-        _manage("collectstatic", "--noinput", check=True, stdout=subprocess.DEVNULL)
-        _ensure_admin()
-        bin_dir = Path(sys.executable).parent
-        env = dict(os.environ)
-        children.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "gunicorn"),
-                    "ragapp.wsgi",
-                    "--bind",
-                    f"{host}:{port}",
-                    "--worker-class",
-                    "gthread",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "8",
-                    "--timeout",
-                    "300",
-                    "--access-logfile",
-                    "-",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-        )
-        children.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "celery"),
-                    "-A",
-                    "ragapp",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    "1",
-                    "-Q",
-                    "celery,ingestion,training",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-        )
-        _wait_for_http(host, port, timeout=60)
-        _wait_for_health(host, port, timeout=60)
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
-        print(f"\nReady in {time.monotonic() - t0:.1f}s. Open {url} and log in.")
+    def start(supervisor: Supervisor) -> None:
+        # Not interruptible (a few seconds at most); a signal meanwhile is acted on next.
+        started.extend(start_services())
+        supervisor.check()
+        supervisor.run_step(_manage_argv("migrate", "--noinput"))
+        supervisor.run_step(_manage_argv("collectstatic", "--noinput"))
+        _ensure_admin(supervisor)
+        supervisor.add("gunicorn", gunicorn_command(host, port))
+        supervisor.add("celery worker", worker_command())
+        target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if not supervisor.wait_until(lambda: _listening(target, port), timeout=60):
+            raise GaveUp(f"the web server did not listen on {host}:{port} within 60s")
+        # Each web worker loads the models when it starts (ragapp.warmup) and answers
+        # /readyz for itself: wait for several 200s in a row, so that both have loaded.
+        if not supervisor.wait_until(_ready_in_a_row(target, port), timeout=READY_TIMEOUT):
+            _log("warning: /readyz did not report every part ready yet")
+        print(f"\nReady in {time.monotonic() - t0:.1f}s. Open http://{target}:{port}/ and log in.")
         print(f"  {_describe()}")
         print("  Press Ctrl-C to stop everything.\n", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        print("A process exited; stopping.", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nStopping ...")
-        return 0
-    finally:
-        shutdown()
+
+    return Supervisor().run(start, cleanup=lambda: stop_services(started))
 
 
-def _wait_for_http(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((target, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the web server did not listen on {host}:{port} within {timeout:.0f}s")
+def _listening(target: str, port: int) -> bool:
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
-def _wait_for_health(host: str, port: int, timeout: float) -> None:
-    """Until /healthz says every part (the worker included) is up."""
+# The first start of a process loads the models: about a minute on a busy 2-core machine.
+READY_TIMEOUT = 300.0
+READY_IN_A_ROW = 4
+
+
+def _ready_in_a_row(target: str, port: int, times: int = READY_IN_A_ROW) -> Callable[[], bool]:
+    """A predicate that is true once /readyz has answered 200 `times` calls in a row; it
+    says once, after 10 s, what is being waited for."""
+    streak = 0
+    since = time.monotonic()
+    said = False
+
+    def predicate() -> bool:
+        nonlocal streak, said
+        streak = streak + 1 if _ready(target, port) else 0
+        if streak == 0 and not said and time.monotonic() - since > 10:
+            _log("waiting for /readyz: the models load when each process starts (up to a minute)")
+            said = True
+        return streak >= times
+
+    return predicate
+
+
+def _ready(target: str, port: int) -> bool:
+    """/readyz answers 200: database, pgvector, broker and a worker are up (anonymous
+    callers get only the status code, which is all this needs)."""
     import urllib.error
     import urllib.request
 
-    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{target}:{port}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    print("warning: /healthz did not report every part healthy yet", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(f"http://{target}:{port}/readyz", timeout=3) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def run_tests(pytest_args: list[str]) -> int:
@@ -371,7 +600,7 @@ def run_tests(pytest_args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ragapp.devservers")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("start", help="start embedded PostgreSQL and Redis in the background")
+    sub.add_parser("start", help="start embedded PostgreSQL + Redis in the background; migrate")
     sub.add_parser("stop", help="stop them")
     sub.add_parser("status")
     run_parser = sub.add_parser("run", help="services + migrate + web + worker")
@@ -389,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start":
         started = start_services()
         print(f"Services {'started' if started else 'already running'}: {_describe()}")
-        return 0
+        # Leave a usable database: management commands (createsuperuser, ingest) and a
+        # fresh checkout's first `manage.py shell` need the tables. Quick when up to date.
+        return _manage("migrate", "--noinput").returncode
     if args.command == "stop":
         stop_services()
         print("Embedded services stopped.")

@@ -48,11 +48,21 @@ class ParseLimits:
     max_text_chars: int = 20_000_000
     url_timeout: float = 20.0
     url_max_bytes: int = 20 * 1024 * 1024
+    url_allow_private: bool = False  # fetch from 10/8, 172.16/12, 192.168/16 (intranet)
     ocr_languages: str = "chi_sim+eng"
     ocr_dpi: int = 200
+    max_image_pixels: int = 100_000_000  # larger images are refused before they are decoded
+    ocr_max_seconds: float = 300.0  # OCR time per document, all pages and images together
 
 
 Progress = Callable[[float], None] | None
+
+
+@dataclass
+class OcrClock:
+    """OCR seconds spent on one document; its attachments' contexts share it."""
+
+    spent: float = 0.0
 
 
 @dataclass
@@ -63,6 +73,10 @@ class Context:
     progress: Progress = None
     warnings: list[str] = field(default_factory=list)
     depth: int = 0  # nesting level for e-mail attachments
+    ocr_clock: OcrClock = field(default_factory=OcrClock)
+
+    def ocr_seconds_left(self) -> float:
+        return self.limits.ocr_max_seconds - self.ocr_clock.spent
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -98,7 +98,7 @@ def parse_eml(data: bytes, ctx: Context, parse_fn: ParseFn) -> list[Section]:
         if ctx.depth >= MAX_ATTACHMENT_DEPTH:
             ctx.warn(f"attachment {name} skipped: attachments nested too deeply")
             continue
-        sub = Context(ctx.limits, None, [], ctx.depth + 1)
+        sub = Context(ctx.limits, None, [], ctx.depth + 1, ctx.ocr_clock)
         with tempfile.TemporaryDirectory(prefix="ragparse-") as tmp:
             p = Path(tmp) / "attachment"
             p.write_bytes(payload)

@@ -8,13 +8,18 @@ import os
 import shutil
 import subprocess
 
-from .base import TransientParseError, join_cjk_spaces
+from .base import ParseError, TransientParseError, join_cjk_spaces
 
-OCR_TIMEOUT_S = 180
+OCR_TIMEOUT_S = 180  # one page or image
 
 
 class OcrUnavailable(Exception):
     pass
+
+
+class OcrTimeout(ParseError):
+    """OCR of one image took longer than allowed. Permanent: the same image takes as long
+    again, so retrying the document would only hold a worker for the same time, again."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,7 +55,7 @@ def ocr_languages(requested: str) -> tuple[str, list[str]]:
     return "+".join(use), missing
 
 
-def ocr_image(image, languages: str) -> str:
+def ocr_image(image, languages: str, *, timeout: float = OCR_TIMEOUT_S) -> str:
     """OCR a PIL image; returns text with paragraphs separated by blank lines."""
     cmd = _tesseract()
     if not cmd:
@@ -65,12 +70,12 @@ def ocr_image(image, languages: str) -> str:
             [cmd, "stdin", "stdout", "-l", languages, "--psm", "3"],
             input=buf.getvalue(),
             capture_output=True,
-            timeout=OCR_TIMEOUT_S,
+            timeout=max(timeout, 0.001),
             env=env,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise TransientParseError(f"OCR timed out after {OCR_TIMEOUT_S} s") from exc
+        raise OcrTimeout(f"OCR took longer than {timeout:.0f} s") from exc
     except OSError as exc:
         raise OcrUnavailable(f"OCR unavailable: {exc}") from exc
     if proc.returncode < 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import statistics
 import threading
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .base import (
     clean_inline,
     garbage_score,
 )
-from .ocr import OcrUnavailable, ocr_image, ocr_languages
+from .ocr import OCR_TIMEOUT_S, OcrTimeout, OcrUnavailable, ocr_image, ocr_languages
 from .text import _BULLET_RE, split_paragraphs
 
 # pdfium is not thread-safe: serialise calls into it within this process.
@@ -98,6 +99,7 @@ def parse_pdf(path: Path, ctx: Context) -> tuple[list[Section], int]:
     garbage: list[int] = []
     skipped: list[int] = []
     unreadable: list[int] = []
+    out_of_time: list[int] = []  # pages that needed OCR after the document's OCR time ran out
     ocr_state: dict[str, object] = {}
     try:
         for i in range(n):
@@ -120,13 +122,19 @@ def parse_pdf(path: Path, ctx: Context) -> tuple[list[Section], int]:
                     elif garbage_score(text) >= GARBAGE_THRESHOLD:
                         reason = "garbage"
                     image = (
-                        _render(pg, _ocr_dpi(pg, ctx.limits.ocr_dpi, pdfium)) if reason else None
+                        _render(pg, _ocr_dpi(pg, ctx.limits.ocr_dpi, pdfium))
+                        if reason and ctx.ocr_seconds_left() > 0
+                        else None
                     )
                 finally:
                     pg.close()
             if reason:
-                ocr_lines = _ocr(image, ctx, ocr_state)
-                if ocr_lines is None:  # OCR unavailable
+                ocr_lines = _ocr(image, ctx, ocr_state) if image is not None else _NO_TIME
+                if ocr_lines is _NO_TIME:
+                    out_of_time.append(i + 1)
+                    if reason == "garbage":
+                        lines = []
+                elif ocr_lines is None:  # OCR unavailable
                     skipped.append(i + 1)
                     if reason == "garbage":
                         lines = []
@@ -159,12 +167,23 @@ def parse_pdf(path: Path, ctx: Context) -> tuple[list[Section], int]:
         ctx.warn(f"{msg}; pages {_page_ranges(skipped)} need OCR and were skipped")
     if ocr_state.get("missing"):
         ctx.warn(f"OCR language data missing: {ocr_state['missing']}")
+    if out_of_time:
+        ctx.warn(
+            f"pages {_page_ranges(out_of_time)} need OCR and were skipped: OCR took too long "
+            f"(at most {ctx.limits.ocr_max_seconds:g} s per document, "
+            f"{OCR_TIMEOUT_S} s per page)"
+        )
 
     _strip_headers_footers(pages, outline)
     sections = _build_sections(pages, outline)
     if not sections:
         if skipped:
             raise ParseError("no text could be extracted (scanned PDF and OCR is unavailable)")
+        if out_of_time:
+            raise ParseError(
+                "no text could be extracted: OCR of this scanned PDF took too long "
+                f"(at most {ctx.limits.ocr_max_seconds:g} s per document)"
+            )
         if unreadable and len(unreadable) == n:
             raise ParseError("PDF is damaged or not a valid PDF")
         raise ParseError("no text could be extracted from the PDF")
@@ -264,18 +283,41 @@ def _render(pg, dpi: int):
     return pg.render(scale=scale, grayscale=True).to_pil()
 
 
+_NO_TIME: list[_Line] = []  # sentinel: this page was not OCR'd for lack of time
+
+
 def _ocr(image, ctx: Context, state: dict[str, object]) -> list[_Line] | None:
+    """The page's OCR lines; None when OCR is unavailable, _NO_TIME when it took too long."""
     if state.get("unavailable"):
         return None
     try:
         langs, missing = ocr_languages(ctx.limits.ocr_languages)
         if missing:
             state["missing"] = "+".join(missing)
-        text = ocr_image(image, langs)
+        text = ocr_timed(image, langs, ctx)
     except OcrUnavailable as exc:
         state["unavailable"] = str(exc)
         return None
+    except OcrTimeout:
+        return _NO_TIME
     return ocr_text_lines(text)
+
+
+def ocr_timed(image, languages: str, ctx: Context) -> str:
+    """OCR within what is left of the document's OCR time (OcrTimeout past it)."""
+    left = ctx.ocr_seconds_left()
+    too_long = f"OCR took too long (at most {ctx.limits.ocr_max_seconds:g} s per document)"
+    if left <= 0:
+        raise OcrTimeout(too_long)
+    started = time.monotonic()
+    try:
+        return ocr_image(image, languages, timeout=min(OCR_TIMEOUT_S, left))
+    except OcrTimeout as exc:
+        if left < OCR_TIMEOUT_S:  # it was the document's time that ran out
+            raise OcrTimeout(too_long) from exc
+        raise
+    finally:
+        ctx.ocr_clock.spent += time.monotonic() - started
 
 
 def ocr_text_lines(text: str) -> list[_Line]:
@@ -533,16 +575,26 @@ def _push_heading(b: SectionBuilder, level: int, title: str) -> None:
 
 
 def parse_image(path: Path, ctx: Context, kind: str) -> list[Section]:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = 100_000_000
+    limit = ctx.limits.max_image_pixels
+    # Pillow checks its (process-wide) limit when it opens a file, but only warns up to twice
+    # that: the size is checked here, from the header, before anything is decoded.
+    Image.MAX_IMAGE_PIXELS = limit
     try:
-        with Image.open(path) as im:
-            im.load()
-            if getattr(im, "n_frames", 1) > 1:
-                ctx.warn("only the first frame of a multi-frame image was read")
-            image = im.convert("L") if im.mode not in ("L", "1") else im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_pixels(im.size, limit)
+                im.load()
+                if getattr(im, "n_frames", 1) > 1:
+                    ctx.warn("only the first frame of a multi-frame image was read")
+                image = im.convert("L") if im.mode not in ("L", "1") else im.copy()
+    except Image.DecompressionBombError as exc:
+        raise ParseError(f"{kind} image is too large (the limit is {limit:,} pixels)") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ParseError(f"{kind} image is damaged or not a valid image") from exc
     try:
         langs, missing = ocr_languages(ctx.limits.ocr_languages)
@@ -551,7 +603,7 @@ def parse_image(path: Path, ctx: Context, kind: str) -> list[Section]:
     if missing:
         ctx.warn(f"OCR language data missing: {'+'.join(missing)}")
     try:
-        text = ocr_image(image, langs)
+        text = ocr_timed(image, langs, ctx)
     except OcrUnavailable as exc:
         raise ParseError(f"no text could be extracted ({exc})") from exc
     except TransientParseError:
@@ -563,3 +615,15 @@ def parse_image(path: Path, ctx: Context, kind: str) -> list[Section]:
         raise ParseError("no text found in the image")
     ctx.warn("image text was OCR'd")
     return sections
+
+
+class ImageTooLarge(ParseError):
+    pass
+
+
+def _check_pixels(size: tuple[int, int], limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"image too large ({width}×{height} pixels; the limit is {limit:,} pixels)"
+        )

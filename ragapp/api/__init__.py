@@ -1,14 +1,23 @@
 """The HTTP API under /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json, docs at
 /api/v1/docs). Every endpoint needs a personal token (Authorization: Bearer rag_...) and
-sees exactly what its user may see; other users' objects are 404, never 403."""
+sees exactly what its user may see; other users' objects are 404, never 403 (a member is
+told 403 only on an owner-only endpoint of a knowledge base they can already see)."""
 
 from __future__ import annotations
 
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from ragapp.api.auth import RateLimited, TokenAuth
+from ragapp.errors import request_limit_message
 
 api = NinjaAPI(
     title="ragapp API",
@@ -29,6 +38,13 @@ def error(request, status: int, code: str, message: str, **extra):
 @api.exception_handler(Http404)
 def _not_found(request, exc):
     return error(request, 404, "not_found", "Not found.")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request, exc):
+    # Only for objects the user can see (a member on an owner-only endpoint); what they
+    # cannot see stays 404, so nothing leaks that it exists.
+    return error(request, 403, "forbidden", str(exc) or "You are not allowed to do this.")
 
 
 @api.exception_handler(AuthenticationError)
@@ -61,6 +77,15 @@ def _http_error(request, exc):
         409: "conflict",
     }
     return error(request, exc.status_code, codes.get(exc.status_code, "error"), str(exc))
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request, exc):
+    # Django raises these while reading the body (too big, too many files or fields); they
+    # are the client's doing, not a server error.
+    if isinstance(exc, RequestDataTooBig | TooManyFilesSent | TooManyFieldsSent):
+        return error(request, 413, "too_large", request_limit_message(exc))
+    return error(request, 400, "bad_request", "The request is not valid.")
 
 
 @api.exception_handler(Exception)

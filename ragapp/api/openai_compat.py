@@ -8,6 +8,8 @@ import json
 import time
 import uuid
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -16,6 +18,7 @@ from chat.llm import ChatMessage
 from chat.services import answer_question
 from ingestion.selectors import knowledge_bases_for
 from ragapp.api.auth import RateLimited, bearer_user
+from ragapp.validation import parse_int, text_problem
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None) -> JsonResponse:
@@ -63,9 +66,10 @@ def _knowledge_bases(user, model: str):
     ids = []
     for part in model.split("+"):
         part = part.strip()
-        if not part.startswith("kb-") or not part[3:].isdigit():
+        pk = parse_int(part[3:]) if part.startswith("kb-") else None
+        if pk is None:
             return None
-        ids.append(int(part[3:]))
+        ids.append(pk)
     kbs = list(knowledge_bases_for(user=user).filter(pk__in=ids))
     return kbs if len(kbs) == len(set(ids)) else None
 
@@ -78,6 +82,13 @@ def chat_completions(request):
         return failure
     try:
         body = json.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        return _error(
+            413,
+            f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            "invalid_request_error",
+            "request_too_large",
+        )
     except ValueError:
         return _error(400, "The body is not valid JSON.", "invalid_request_error")
     if not isinstance(body, dict):
@@ -99,6 +110,9 @@ def chat_completions(request):
             return _error(
                 400, "each message needs a role and text content.", "invalid_request_error"
             )
+        problem = text_problem(m.get("content", ""))
+        if problem:
+            return _error(400, f"message content {problem}.", "invalid_request_error")
         if m.get("role") in ("user", "assistant") and m.get("content"):
             turns.append(ChatMessage(m["role"], m["content"]))
     if not turns or turns[-1].role != "user":
