@@ -28,6 +28,8 @@ class Mode(models.TextChoices):
     EXTRACTIVE = "extractive", _("Extract")
     ABSTAINED = "abstained", _("Not in the documents")
     ERROR = "error", _("Error")
+    # The user stopped the answer (or went away): what was streamed and its sources are kept.
+    STOPPED = "stopped", _("Stopped")
 
 
 class Message(models.Model):
@@ -47,6 +49,8 @@ class Message(models.Model):
     sources = models.JSONField(default=list, blank=True)
     unverified = models.JSONField(default=list, blank=True, help_text="sentences without support")
     omitted_passages = models.PositiveIntegerField(default=0)
+    # The abstention decision: probability, threshold (and where it came from), signals.
+    abstention = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     usage = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

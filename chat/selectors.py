@@ -1,6 +1,6 @@
 from django.http import Http404
 
-from chat.models import Conversation, Message
+from chat.models import Conversation, Feedback, Message
 
 
 def conversations_for(*, user):
@@ -33,6 +33,12 @@ def conversation_dict(conversation: Conversation, *, messages: bool = False) -> 
         "knowledge_bases": list(conversation.knowledge_bases.values_list("pk", flat=True)),
     }
     if messages:
+        # The owner's own rating, so that a 👍/👎 given earlier shows when the chat reopens.
+        ratings = dict(
+            Feedback.objects.filter(
+                message__conversation=conversation, user_id=conversation.user_id
+            ).values_list("message_id", "rating")
+        )
         out["messages"] = [
             {
                 "id": m.pk,
@@ -44,6 +50,7 @@ def conversation_dict(conversation: Conversation, *, messages: bool = False) -> 
                 "timings_ms": m.timings,
                 "error": m.error,
                 "created_at": m.created_at,
+                "feedback": ratings.get(m.pk),
             }
             for m in conversation.messages.all()
         ]

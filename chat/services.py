@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from django.conf import settings
 from django.urls import reverse
 
+from chat.abstention import assess
 from chat.citations import check_claims, cited_numbers, clean_markers
+from chat.extracts import extract_answer
+from chat.followups import carry_context
 from chat.llm import ChatMessage, LLMError, Usage, get_chat_model
 from chat.models import Conversation, Message, Mode
 from chat.prompts import (
@@ -21,10 +23,10 @@ from chat.prompts import (
     pack_passages,
     prompt_overhead_tokens,
 )
-from ingestion.chunking import split_sentences
-from retrieval.backends import get_reranker
+from ragapp.warmup import is_warming, wait_until_warm
 from retrieval.fusion import detect_query_language
 from retrieval.services import search
+from retrieval.support import scorer as _scorer
 from retrieval.types import Candidate
 
 ABSTAIN_TEXT = {
@@ -49,10 +51,13 @@ class ChatEvent:
 
 
 def source_url(candidate: Candidate) -> str:
-    """Opens the original at the place: a PDF at its page, anything else in the text view
-    with the passage highlighted."""
+    """Opens the original at the place: a PDF in the app's PDF viewer at its page, anything
+    else in the text view; both with the passage highlighted."""
     if candidate.document_name.lower().endswith(".pdf") and candidate.page:
-        return reverse("document_file", args=[candidate.document_id]) + f"#page={candidate.page}"
+        return (
+            reverse("document_pdf", args=[candidate.document_id])
+            + f"?page={candidate.page}&chunk={candidate.chunk_id}"
+        )
     return (
         reverse("document_view", args=[candidate.document_id])
         + f"?chunk={candidate.chunk_id}#chunk-{candidate.chunk_id}"
@@ -89,60 +94,19 @@ def _normalise(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def _scorer():
-    return get_reranker(settings.RAG_CLAIM_SCORER)
-
-
-def sentence_support(question: str, candidates: Sequence[Candidate]) -> list[float]:
-    """How well each of the top passages speaks to the question (its best sentence), on the
-    claim scorer's scale."""
-    head = list(candidates[: settings.RAG_CHAT_PRECISION_K])
-    return _scorer().score(question, [c.context for c in head]) if head else []
-
-
-def reorder_by_support(
-    candidates: list[Candidate],
-    support: Sequence[float],
-    *,
-    reference: Sequence[Candidate] | None = None,
-) -> list[Candidate]:
-    """Re-order the head of the ranking by rerank score plus sentence-level support, so that
-    the passage whose best sentence answers the question comes first.
-
-    Rerank scores are standardised over all `reference` candidates (the whole reranked
-    list), which puts any reranker on one scale; support stays on the claim scorer's own
-    scale (a cosine by default), so a 0.02 difference moves nothing and a 0.2 difference
-    does. Standardising both over just the three head passages, as before, turned any gap
-    into a full unit and let small support differences overturn clear rerank wins. Over
-    four citation sets (120 questions, two manuals per language) the first source's page
-    accuracy went 0.883 -> 0.900 and no set fell below 0.83; bench/citations/README.md."""
-    n = len(support)
-    if n < 2:
-        return candidates
-    head = candidates[:n]
-    scores = np.array([c.score for c in (reference or candidates)], dtype=float)
-    std = scores.std()
-    rerank = np.array([c.score for c in head], dtype=float)
-    rerank = (rerank - scores.mean()) / std if std > 1e-9 else np.zeros(n)
-    combined = rerank + settings.RAG_CHAT_SUPPORT_WEIGHT * np.array(support, dtype=float)
-    order = sorted(range(n), key=lambda i: (-combined[i], i))
-    return [head[i] for i in order] + candidates[n:]
-
-
-def extract_answer(question: str, passages: Sequence[Candidate], *, max_sentences: int = 3) -> str:
-    """The sentences of the top passages that best match the question, each with its [n]."""
-    sentences, numbers = [], []
-    for n, candidate in enumerate(passages[:3], start=1):
-        for sentence in split_sentences(candidate.text):
-            if len(sentence) >= 8:
-                sentences.append(sentence)
-                numbers.append(n)
-    if not sentences:
-        return ""
-    scores = _scorer().score(question, sentences)
-    ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], numbers[i], i))
-    chosen = sorted(ranked[:max_sentences], key=lambda i: (numbers[i], i))
-    return "\n".join(f"- {sentences[i]} [{numbers[i]}]" for i in chosen)
+def _previous_question(conversation: Conversation, history: Sequence[ChatMessage]) -> str:
+    """The last question of the conversation as retrieval understood it (its standalone
+    form), or the client's last user turn when the client sends its own history."""
+    last = (
+        conversation.messages.filter(role=Message.Role.ASSISTANT)
+        .exclude(question="")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if last is not None:
+        return last.standalone_question or last.question
+    users = [m.content for m in history if m.role == "user"]
+    return users[-1] if users else ""
 
 
 def answer_question(
@@ -165,7 +129,9 @@ def answer_question(
         history = _history(conversation, settings.RAG_CHAT_HISTORY_TURNS)
     else:
         history = list(history)[-2 * settings.RAG_CHAT_HISTORY_TURNS :]
-    Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
+    asked = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=question
+    )
     assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, question=question)
     timings: dict[str, float] = {}
     language = detect_query_language(question) or "en"
@@ -200,6 +166,7 @@ def answer_question(
                 "sources": assistant.sources,
                 "unverified": assistant.unverified,
                 "omitted_passages": assistant.omitted_passages,
+                "abstention": assistant.abstention,
                 "timings_ms": timings,
                 **(extra or {}),
             },
@@ -207,33 +174,56 @@ def answer_question(
 
     saved = False
     try:
-        # 1. Condense a follow-up into a standalone question.
+        # 1. Condense a follow-up into a standalone question: the LLM rewrites it; without
+        # one (or when the rewrite fails) the previous question's words are carried along.
         standalone = question
         t0 = time.perf_counter()
-        if history and llm is not None:
-            try:
-                rewritten = llm.complete(
-                    condense_messages(question=question, history=history),
-                    temperature=0.0,
-                    max_tokens=200,
-                )
-            except LLMError:
-                rewritten = ""
+        if history:
+            rewritten = ""
+            if llm is not None:
+                try:
+                    rewritten = llm.complete(
+                        condense_messages(question=question, history=history),
+                        temperature=0.0,
+                        max_tokens=200,
+                    )
+                except LLMError:
+                    rewritten = ""
+            if not rewritten:
+                rewritten = carry_context(question, _previous_question(conversation, history))
             if rewritten and _normalise(rewritten) != _normalise(question):
                 standalone = rewritten
                 assistant.standalone_question = rewritten
         timings["condense"] = round((time.perf_counter() - t0) * 1000, 1)
-        yield ChatEvent("status", {"stage": "retrieving", "standalone_question": standalone})
+        # The conversation exists from here on: the UI lists it in the sidebar at once.
+        yield ChatEvent(
+            "status",
+            {
+                "stage": "retrieving",
+                "standalone_question": standalone,
+                "conversation_id": conversation.pk,
+                "title": conversation.title,
+            },
+        )
 
-        # 2. Retrieve and rerank.
+        # 2. Retrieve and rerank. After a restart the models load once per process
+        # (ragapp.warmup): say so instead of hanging silently.
+        if is_warming():
+            yield ChatEvent("status", {"stage": "warming"})
+            wait_until_warm(timeout=settings.RAG_LLM_TIMEOUT)
         result = search(knowledge_bases=knowledge_bases, query=standalone)
         timings["recall"] = result.timings_ms.get("recall", 0.0)
         timings["rerank"] = result.timings_ms.get("rerank", 0.0)
+        timings["support"] = result.timings_ms.get("support", 0.0)
 
-        # 3. Abstain when nothing passes the cut-offs or nothing speaks to the question.
-        support = sentence_support(standalone, result.results)
-        if not result.results or max(support) < settings.RAG_ABSTAIN_MIN_SCORE:
-            nearest = result.reranked[:3]
+        # 3. Abstain when nothing passes the cut-offs or the calibrated probability that
+        # the head answers the question is below the threshold (chat.abstention).
+        assessment = assess(
+            standalone, result.results, knowledge_bases=knowledge_bases, reranker=result.reranker
+        )
+        assistant.abstention = assessment.as_dict()
+        if not result.results or not assessment.answerable:
+            nearest = result.results[:3] or result.reranked[:3]
             assistant.sources = [source_dict(n, c) for n, c in enumerate(nearest, start=1)]
             timings["first_token"] = elapsed()
             saved = True
@@ -247,10 +237,10 @@ def answer_question(
             - max_tokens
             - prompt_overhead_tokens(question=standalone, history=history)
         )
-        ranked = reorder_by_support(list(result.results), support, reference=result.reranked)
-        passages, omitted = pack_passages(ranked, budget_tokens=max(budget, 0))
+        passages, omitted = pack_passages(result.results, budget_tokens=max(budget, 0))
         assistant.omitted_passages = omitted
         sources = [source_dict(n, c) for n, c in enumerate(passages, start=1)]
+        assistant.sources = sources  # kept if the answer is stopped from here on
         yield ChatEvent("sources", {"sources": sources, "omitted_passages": omitted})
 
         if llm is None:
@@ -317,11 +307,13 @@ def answer_question(
         saved = True
         yield finish(Mode.GENERATED, answer)
     finally:
-        if not saved:
-            # The client went away (or something broke): keep what we have.
+        # The client stopped the answer or went away (or something broke): keep what was
+        # streamed and the sources it was streamed from, unless the conversation was cut
+        # back past this question meanwhile (regenerate / edit right after Stop).
+        if not saved and Message.objects.filter(pk=asked.pk).exists():
             assistant.error = assistant.error or "stopped before the answer was complete"
             timings["total"] = elapsed()
-            assistant.mode = Mode.ERROR
+            assistant.mode = Mode.STOPPED
             assistant.content = "".join(answer_parts)
             assistant.timings = timings
             assistant.save()

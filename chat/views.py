@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.db.models import Count
+from django.http import Http404, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from chat.conversations import conversation_truncate
 from chat.models import Feedback
 from chat.selectors import conversation_dict, conversation_get, conversations_for, message_get
 from chat.services import answer_question
+from ingestion.models import Document, DocumentStatus
 from ingestion.selectors import knowledge_bases_for
+from ragapp.validation import parse_int, storable_text, text_problem
 
 
 def sse(event_type: str, data: dict) -> str:
@@ -38,19 +42,44 @@ def sse_response(events) -> StreamingHttpResponse:
     return response
 
 
+def _preselected(*, user, kbs, ready: dict[int, int], requested: str | None) -> set[int]:
+    """The knowledge bases a new chat starts with: the one asked for in ?kb=, else those
+    of the user's latest conversation (what they last chose), else the first one that has
+    ready documents: never a new, empty one that can only abstain."""
+    readable = {kb.pk for kb in kbs}
+    if parse_int(requested) in readable:
+        return {parse_int(requested)}
+    latest = conversations_for(user=user).first()
+    if latest is not None:
+        last = set(latest.knowledge_bases.values_list("pk", flat=True)) & readable
+        if last:
+            return last
+    return next(({kb.pk} for kb in kbs if ready.get(kb.pk)), set())
+
+
 @login_required
 def chat_page(request, pk: int | None = None):
     conversation = conversation_get(user=request.user, pk=pk) if pk else None
-    kbs = knowledge_bases_for(user=request.user)
-    selected = (
-        set(conversation.knowledge_bases.values_list("pk", flat=True)) if conversation else set()
+    kbs = list(knowledge_bases_for(user=request.user))
+    ready = dict(
+        Document.objects.filter(knowledge_base__in=kbs, status=DocumentStatus.READY)
+        .values("knowledge_base")
+        .annotate(n=Count("pk"))
+        .values_list("knowledge_base", "n")
     )
+    for kb in kbs:
+        kb.ready_documents = ready.get(kb.pk, 0)
+    if conversation:
+        selected = set(conversation.knowledge_bases.values_list("pk", flat=True))
+    else:
+        selected = _preselected(
+            user=request.user, kbs=kbs, ready=ready, requested=request.GET.get("kb")
+        )
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
-            "messages_": conversation.messages.all() if conversation else [],
             "conversations": conversations_for(user=request.user)[:50],
             "knowledge_bases": kbs,
             "selected": selected,
@@ -67,14 +96,19 @@ def ask_stream(request):
         return HttpResponseBadRequest("question is required")
     if len(question) > 4000:
         return HttpResponseBadRequest("question is too long (4000 characters at most)")
+    if text_problem(question):
+        return HttpResponseBadRequest(f"question {text_problem(question)}")
     conversation = None
     if request.POST.get("conversation"):
-        conversation = conversation_get(user=request.user, pk=request.POST["conversation"])
+        conversation_id = parse_int(request.POST["conversation"])
+        if conversation_id is None:
+            raise Http404("No such conversation.")
+        conversation = conversation_get(user=request.user, pk=conversation_id)
         kbs = list(
             knowledge_bases_for(user=request.user).filter(pk__in=conversation.knowledge_bases.all())
         )
     else:
-        ids = [i for i in request.POST.getlist("kb") if i.isdigit()]
+        ids = [i for i in map(parse_int, request.POST.getlist("kb")) if i is not None]
         kbs = list(knowledge_bases_for(user=request.user).filter(pk__in=ids))
     if not kbs:
         return HttpResponseBadRequest("choose at least one knowledge base you can read")
@@ -88,7 +122,7 @@ def ask_stream(request):
 @require_POST
 def conversation_rename(request, pk: int):
     conversation = conversation_get(user=request.user, pk=pk)
-    title = (request.POST.get("title") or "").replace("\x00", "").strip()[:200]
+    title = storable_text(request.POST.get("title") or "").strip()[:200]
     conversation.title = title or conversation.title
     conversation.save(update_fields=["title", "updated_at"])
     return redirect("chat_conversation", pk=pk)
@@ -99,6 +133,20 @@ def conversation_rename(request, pk: int):
 def conversation_delete(request, pk: int):
     conversation_get(user=request.user, pk=pk).delete()
     return redirect("chat")
+
+
+@login_required
+@require_POST
+def conversation_truncate_view(request, pk: int):
+    """POST message=<id>: delete that question (or the question of that answer) and all
+    after it; returns {"question": text} for the browser to ask again (regenerate, edit)."""
+    conversation = conversation_get(user=request.user, pk=pk)
+    try:
+        message = conversation.messages.get(pk=parse_int(request.POST.get("message")))
+    except conversation.messages.model.DoesNotExist:
+        raise Http404("No such message.") from None
+    question = conversation_truncate(conversation=conversation, message=message)
+    return JsonResponse({"conversation_id": conversation.pk, "question": question})
 
 
 @login_required
@@ -121,6 +169,9 @@ def feedback(request, pk: int):
     Feedback.objects.update_or_create(
         message=message,
         user=request.user,
-        defaults={"rating": rating, "comment": (request.POST.get("comment") or "")[:2000]},
+        defaults={
+            "rating": rating,
+            "comment": storable_text(request.POST.get("comment") or "")[:2000],
+        },
     )
     return JsonResponse({"ok": True, "rating": rating})

@@ -62,7 +62,14 @@ class _Unit:
         return (self.page, self.sheet, self.slide)
 
     def group(self) -> tuple:
-        return (self.heading_path, self.sheet, self.slide, self.kind == "table", self.table_header)
+        return (
+            self.heading_path,
+            self.sheet,
+            self.slide,
+            self.kind == "table",
+            self.kind == "toc",  # a contents page never shares a chunk with real text
+            self.table_header,
+        )
 
 
 @dataclass
@@ -129,7 +136,7 @@ def _units_from_sections(
                 if row:
                     units.append(_Unit(row, count(row), "table", table_header=header, **base))
             continue
-        kind = section.kind if section.kind in {"text", "list", "code", "table"} else "text"
+        kind = section.kind if section.kind in {"text", "list", "code", "table", "toc"} else "text"
         for piece in _split_to_fit(text, sizes.chunk_tokens, count):
             units.append(_Unit(piece, count(piece), kind, **base))
     return units

@@ -12,6 +12,27 @@ class KnowledgeBaseForm(forms.ModelForm):
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
 
+class KnowledgeBaseSettingsForm(KnowledgeBaseForm):
+    """Owners: name, description and the abstention threshold (empty: calibrated/default)."""
+
+    class Meta(KnowledgeBaseForm.Meta):
+        fields = ["name", "description", "abstain_threshold"]
+        labels = {"abstain_threshold": _("Answer only above this confidence (0–1)")}
+        help_texts = {
+            "abstain_threshold": _(
+                "The chat says the documents do not answer when its calibrated confidence "
+                "is below this value. Leave empty to use the value calibrated from your "
+                "question/document pairs, or the default."
+            )
+        }
+
+    def clean_abstain_threshold(self):
+        value = self.cleaned_data["abstain_threshold"]
+        if value is not None and not 0 <= value <= 1:  # also refuses NaN and infinity
+            raise forms.ValidationError(_("Enter a number between 0 and 1."))
+        return value
+
+
 class UrlForm(forms.Form):
     url = forms.URLField(label=_("Web page address"), max_length=2000, assume_scheme="https")
 

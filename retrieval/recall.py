@@ -158,3 +158,31 @@ def keyword_search(
             [lexemes, idf, kb_ids, *doc_params, tsquery, max(float(avg_length), 1.0), k],
         )
         return [Hit(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
+
+
+def absent_words(*, knowledge_bases: Sequence, query: str) -> tuple[list[str], int]:
+    """The query's words that no searchable chunk of the knowledge bases contains (as keyword
+    search normalises them: stemmed, stop words dropped, jieba for Chinese), and how many
+    words were looked up. A question about something the documents never mention ("What is
+    a partial index?" over manuals without partial indexes) has one; a question they answer
+    rarely does, except for ordinary words ("licence" where the text says "license"). One
+    indexed EXISTS per word (the GIN index), whatever the size of the scope."""
+    kb_ids = _kb_ids(knowledge_bases)
+    tokens = query_tokens(query)
+    if not kb_ids or not tokens:
+        return [], 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT t.token, NOT EXISTS (
+                SELECT 1 FROM ingestion_chunk c
+                WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent
+                  AND c.search_vector @@ plainto_tsquery(%s::regconfig, t.token)
+            )
+            FROM unnest(%s::text[]) AS t(token)
+            WHERE numnode(plainto_tsquery(%s::regconfig, t.token)) > 0
+            """,
+            [kb_ids, TS_CONFIG, tokens, TS_CONFIG],
+        )
+        rows = cursor.fetchall()
+    return [token for token, absent in rows if absent], len(rows)

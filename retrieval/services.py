@@ -13,6 +13,7 @@ from retrieval.backends import get_embedder, get_reranker
 from retrieval.cutoffs import Cutoffs, apply_cutoffs
 from retrieval.fusion import fuse, stage_weights
 from retrieval.recall import Hit, dense_search, keyword_search
+from retrieval.support import apply_support
 from retrieval.types import Candidate
 
 
@@ -21,7 +22,7 @@ class SearchResult:
     query: str
     recalled: list[Candidate]  # fused recall order
     reranked: list[Candidate]  # all recalled candidates in rerank order
-    results: list[Candidate]  # what passes the cut-offs
+    results: list[Candidate]  # what passes the cut-offs, in the final (support) order
     cutoffs: Cutoffs
     reranker: str
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -131,6 +132,7 @@ def load_candidates(fused: list[tuple[int, float]], lists: dict[str, list[Hit]])
                 sheet=chunk.sheet,
                 slide=chunk.slide,
                 knowledge_base_id=chunk.knowledge_base_id,
+                kind=chunk.kind,
                 recall_rank=rank,
                 recall_score=score,
                 signals=signals.get(chunk_id, {}),
@@ -169,7 +171,10 @@ def search(
     keyword: bool | None = None,
     embedders: Sequence[str] | None = None,
     document_ids: Sequence[int] | None = None,
+    support: bool = True,
 ) -> SearchResult:
+    """Recall -> rerank -> cut-offs -> sentence support: the one ranking that hit testing,
+    `POST /api/v1/search` and the chat answer from."""
     knowledge_bases = list(knowledge_bases)
     timings: dict[str, float] = {}
     recalled = recall(
@@ -192,6 +197,10 @@ def search(
     timings["rerank"] = (time.perf_counter() - t0) * 1000
     cutoffs = cutoffs_for(knowledge_bases, top_k)
     results = apply_cutoffs(reranked, cutoffs)
+    if support and results:
+        t0 = time.perf_counter()
+        results = apply_support(query, results, reference=reranked)
+        timings["support"] = (time.perf_counter() - t0) * 1000
     return SearchResult(
         query=query,
         recalled=recalled,

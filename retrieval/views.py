@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ingestion.forms import ThresholdForm
 from ingestion.models import Role
 from ingestion.selectors import knowledge_base_get
+from ragapp.warmup import is_warming
 from retrieval.cutoffs import apply_cutoffs
 from retrieval.models import RerankerModel, TrainingStatus
 from retrieval.services import cutoffs_for, search
@@ -24,13 +25,13 @@ MAX_QUERY_CHARS = 1000
 
 
 def _number(raw: str | None, kind):
-    """A trial cut-off from the query string; None when absent or not a number."""
+    """A trial cut-off from the query string; None when absent, not a number or not finite
+    (NaN and infinity would compare as nothing or everything)."""
+    from ragapp.validation import parse_float, parse_int
+
     if raw is None or raw.strip() == "":
         return None
-    try:
-        return kind(raw)
-    except ValueError:
-        return None
+    return parse_int(raw) if kind is int else parse_float(raw)
 
 
 @login_required
@@ -45,7 +46,10 @@ def hit_test(request, pk: int):
         "min_score": _number(request.GET.get("min_score"), float),
         "max_drop": _number(request.GET.get("max_drop"), float),
     }
-    if query:
+    # After a restart the models may still be loading (ragapp.warmup): say so, and let the
+    # page re-submit when they are ready, instead of a search that hangs with no feedback.
+    context["warming"] = bool(query) and is_warming()
+    if query and not context["warming"]:
         result = search(knowledge_bases=[kb], query=query, top_k=trial["top_k"])
         cutoffs = result.cutoffs
         if "min_score" in request.GET:
@@ -67,11 +71,18 @@ def hit_test(request, pk: int):
             {"c": c, "rank": i, "move": c.recall_rank - i, "kept": c.chunk_id in kept}
             for i, c in enumerate(result.reranked, start=1)
         ]
+        # The answer order: what passes the saved cut-offs, re-ordered by sentence support
+        # (the same list and order POST /api/v1/search returns and the chat answers from).
+        final = [
+            {"c": c, "rank": i, "rerank_rank": rerank_rank.get(c.chunk_id)}
+            for i, c in enumerate(result.results, start=1)
+        ]
         context.update(
             result=result,
             cutoffs=cutoffs,
             recalled=recalled,
             reranked=reranked,
+            final=final,
             n_kept=len(kept),
         )
     else:

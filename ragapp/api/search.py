@@ -53,6 +53,8 @@ def search(request, payload: SearchIn):
                 "recall_rank": c.recall_rank,
                 "recall_score": c.recall_score,
                 "rerank_score": c.rerank_score,
+                "support": c.support,
+                "score": c.score,
                 "signals": c.signals,
             }
             for c in result.results

