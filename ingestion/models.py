@@ -71,6 +71,10 @@ class KnowledgeBase(models.Model):
     rerank_top_k = models.PositiveIntegerField(null=True, blank=True)
     rerank_min_score = models.FloatField(null=True, blank=True)
     rerank_max_drop = models.FloatField(null=True, blank=True)
+    # Abstention (chat.abstention): the owner's threshold on the calibrated probability that
+    # the documents answer a question, and the value calibrated from the QA pairs.
+    abstain_threshold = models.FloatField(null=True, blank=True)
+    abstain_calibrated = models.FloatField(null=True, blank=True)
     llm_options = models.JSONField(
         default=dict, blank=True, help_text="Overrides: model, temperature, max_tokens."
     )
@@ -151,6 +155,15 @@ class Document(models.Model):
     # unchanged document is not re-embedded on a retry that already finished.
     ingest_signature = models.CharField(max_length=64, blank=True)
     stats = models.JSONField(default=dict, blank=True)
+    # The claim of the run that processes it: the Celery task id it was queued with (or an
+    # in-process run's token) and that run's last sign of life. A worker killed mid-way stops
+    # beating; the stale-claim sweep (services.documents_requeue_stale) then queues the
+    # document again instead of waiting hours for the broker's visibility timeout.
+    task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    interruptions = models.PositiveSmallIntegerField(
+        default=0, help_text="times its worker died mid-way since it was last queued"
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -184,6 +197,8 @@ class ChunkKind(models.TextChoices):
     LIST = "list", _("List")
     TABLE = "table", _("Table")
     CODE = "code", _("Code")
+    # A table-of-contents or index page (ingestion.contents): kept out of the first places.
+    TOC = "toc", _("Contents or index")
 
 
 class ChunkQuerySet(models.QuerySet):

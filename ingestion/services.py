@@ -15,9 +15,12 @@ import mimetypes
 import os
 import shutil
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
 from django.core.files.base import File
-from django.db import transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from ingestion.chunking import ChunkDraft, ChunkSizes, chunk_sections
 from ingestion.models import Chunk, ChunkEmbedding, Document, DocumentStatus, KnowledgeBase
@@ -41,6 +46,15 @@ class UploadRejected(Exception):
 
 class TransientIngestError(Exception):
     """Worth retrying: the task retries these with backoff."""
+
+
+class ClaimLost(Exception):
+    """Another run took the document over (re-queued by a user or by the stale-claim sweep):
+    this run must not write its chunks."""
+
+
+# A document in these states is held by a running task, which keeps its heartbeat fresh.
+ACTIVE_STATUSES = (DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
 
 
 @dataclass(frozen=True)
@@ -82,42 +96,83 @@ def document_create(
     source_url: str = "",
     enqueue: bool = True,
 ) -> UploadResult:
-    """Store an uploaded file as a queued Document (or find the identical one already there)."""
-    name = os.path.basename(name) or "upload"
+    """Store an uploaded file as a queued Document (or find the identical one already there).
+
+    The row is inserted before the file is written: when the same content arrives twice at
+    once, the unique (knowledge base, content hash) constraint refuses the second insert and
+    no file is stored for it; a file written for a row that then fails is deleted again."""
+    from ragapp.validation import storable_text
+
+    name = storable_text(os.path.basename(name)) or "upload"
     size = getattr(fileobj, "size", None)
     if size is None:
         fileobj.seek(0, os.SEEK_END)
         size = fileobj.tell()
         fileobj.seek(0)
     validate_upload(name=name, size=size)
+    if size == 0:
+        # Before the duplicate check: every empty file has the same hash.
+        raise UploadRejected(f"{name}: the file is empty")
     content_hash = sha256_of(fileobj)
-    existing = Document.objects.filter(
-        knowledge_base=knowledge_base, content_hash=content_hash
-    ).first()
-    if existing:
+
+    def duplicate() -> UploadResult | None:
+        existing = Document.objects.filter(
+            knowledge_base=knowledge_base, content_hash=content_hash
+        ).first()
+        if existing is None:
+            return None
         return UploadResult(
             existing, False, f"{name}: same content as '{existing.original_name}', not added again"
         )
-    mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    with transaction.atomic():
-        document = Document(
-            knowledge_base=knowledge_base,
-            original_name=name,
-            source_url=source_url,
-            mime_type=mime_type,
-            size=size,
-            content_hash=content_hash,
-            uploaded_by=uploaded_by,
-        )
-        document.file.save(name, File(fileobj, name=name), save=False)
-        document.save()
-        if enqueue:
-            document_enqueue(document=document)
+
+    found = duplicate()
+    if found:
+        return found
+    document = Document(
+        knowledge_base=knowledge_base,
+        original_name=name,
+        source_url=source_url,
+        mime_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        size=size,
+        content_hash=content_hash,
+        uploaded_by=uploaded_by,
+    )
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+            document.save()
+            document.file.save(name, File(fileobj, name=name), save=False)
+            document.save(update_fields=["file"])
+            if enqueue:
+                document_enqueue(document=document)
+    except IntegrityError:
+        _discard_file(document)
+        found = duplicate()  # the concurrent twin committed before our insert was refused
+        if found:
+            return found
+        raise
+    except BaseException:
+        _discard_file(document)
+        raise
     return UploadResult(document, True)
 
 
+def _discard_file(document: Document) -> None:
+    if document.file and document.file.name:
+        document.file.storage.delete(document.file.name)
+
+
 def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploaded_by=None):
-    """A document whose content the worker fetches (size- and time-limited) from `url`."""
+    """A document whose content the worker fetches (size- and time-limited) from `url`.
+    Raises UploadRejected for a URL the fetch would refuse (scheme, local/private address)."""
+    from ingestion.fetching import check_url
+    from ingestion.parsing import ParseError
+
+    try:
+        # A name that does not resolve right now is left to the worker's fetch (it may be a
+        # passing DNS failure, and its error lands on the document); refused addresses are not.
+        check_url(url, allow_private=settings.RAG_URL_ALLOW_PRIVATE, require_resolvable=False)
+    except ParseError as exc:
+        raise UploadRejected(str(exc)) from exc
     placeholder = hashlib.sha256(f"url:{url}".encode()).hexdigest()
     document, created = Document.objects.get_or_create(
         knowledge_base=knowledge_base,
@@ -135,13 +190,85 @@ def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploade
 
 def document_enqueue(*, document: Document, force: bool = False) -> None:
     """Queue (or re-queue) a document; `force` re-ingests even when its chunks are current."""
-    from ingestion.tasks import ingest_document
-
-    fields = {"status": DocumentStatus.QUEUED, "progress": 0, "error": ""}
+    task_id = str(uuid.uuid4())
+    # The new task id supersedes any earlier message for this document (see _claim).
+    fields = {
+        "status": DocumentStatus.QUEUED,
+        "progress": 0,
+        "error": "",
+        "task_id": task_id,
+        "heartbeat_at": None,
+        "interruptions": 0,
+    }
     if force:
         fields["ingest_signature"] = ""
     Document.objects.filter(pk=document.pk).update(**fields)
-    transaction.on_commit(lambda: ingest_document.delay(document.pk))
+    _send_on_commit(document.pk, task_id)
+
+
+def _send_on_commit(document_id: int, task_id: str) -> None:
+    from ingestion.tasks import ingest_document
+
+    transaction.on_commit(lambda: ingest_document.apply_async((document_id,), task_id=task_id))
+
+
+@dataclass(frozen=True)
+class StaleSweep:
+    requeued: list[int]
+    failed: list[int]
+
+
+def documents_requeue_stale(*, older_than: timedelta | None = None, limit: int = 100) -> StaleSweep:
+    """Queue again the documents whose worker died mid-way: parsing or embedding with no
+    heartbeat for `older_than` (RAG_INGEST_STALE_SECONDS); fail those interrupted
+    RAG_INGEST_MAX_ATTEMPTS times. Every worker runs this; rows are taken FOR UPDATE SKIP
+    LOCKED and leave parsing/embedding in the same transaction, so two sweeps never queue a
+    document twice. Queued documents are left alone: they may wait behind a long queue."""
+    if older_than is None:
+        older_than = timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
+    cutoff = Now() - older_than  # the database's clock, the one heartbeats are written with
+    requeued: list[int] = []
+    failed: list[int] = []
+    with transaction.atomic():
+        stale = (
+            Document.objects.select_for_update(skip_locked=True)
+            .filter(status__in=ACTIVE_STATUSES)
+            .filter(
+                Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
+            )
+            .order_by("pk")
+            .only("pk", "interruptions")[:limit]
+        )
+        for document in stale:
+            attempts = document.interruptions + 1
+            rows = Document.objects.filter(pk=document.pk)
+            if attempts >= settings.RAG_INGEST_MAX_ATTEMPTS:
+                rows.update(
+                    status=DocumentStatus.FAILED,
+                    progress=100,
+                    error=f"processing was interrupted {attempts} times (the worker crashed "
+                    "or was stopped, perhaps out of memory on this file)",
+                    interruptions=attempts,
+                    heartbeat_at=None,
+                )
+                failed.append(document.pk)
+                continue
+            task_id = str(uuid.uuid4())
+            rows.update(
+                status=DocumentStatus.QUEUED,
+                progress=0,
+                error="",
+                task_id=task_id,
+                heartbeat_at=None,
+                interruptions=attempts,
+            )
+            _send_on_commit(document.pk, task_id)
+            requeued.append(document.pk)
+    if requeued or failed:
+        logger.warning(
+            "documents interrupted mid-way (dead worker): re-queued %s, failed %s", requeued, failed
+        )
+    return StaleSweep(requeued, failed)
 
 
 def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
@@ -201,10 +328,12 @@ def ingest_signature(kb: KnowledgeBase, document: Document) -> str:
 
 
 class _Progress:
-    """Writes progress to the row at most every half second (no save(): no clobbering)."""
+    """Writes progress (and a heartbeat) to the row at most every half second (no save(): no
+    clobbering), and only while this run still holds the claim."""
 
-    def __init__(self, document_id: int) -> None:
+    def __init__(self, document_id: int, claim: str) -> None:
         self.document_id = document_id
+        self.claim = claim
         self.last = 0.0
 
     def set(self, percent: float, *, status: str | None = None, force: bool = False) -> None:
@@ -212,17 +341,56 @@ class _Progress:
         if not force and status is None and now - self.last < 0.5:
             return
         self.last = now
-        fields: dict = {"progress": max(0, min(100, int(percent)))}
+        fields: dict = {"progress": max(0, min(100, int(percent))), "heartbeat_at": Now()}
         if status:
             fields["status"] = status
-        Document.objects.filter(pk=self.document_id).update(**fields)
+        Document.objects.filter(pk=self.document_id, task_id=self.claim).update(**fields)
+
+
+class _Heartbeat:
+    """Touches the claimed documents' heartbeat every RAG_INGEST_HEARTBEAT_SECONDS from a
+    thread while the pipeline runs, so that one long step without progress calls (OCR of a
+    page, a large embedding batch) does not look like a dead worker to the sweep."""
+
+    def __init__(self, claim: str, document_ids: list[int]) -> None:
+        self.claim = claim
+        self.document_ids = document_ids
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ingest-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        if settings.RAG_INGEST_HEARTBEAT_SECONDS > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(settings.RAG_INGEST_HEARTBEAT_SECONDS):
+                try:
+                    Document.objects.filter(
+                        pk__in=self.document_ids, task_id=self.claim, status__in=ACTIVE_STATUSES
+                    ).update(heartbeat_at=Now())
+                except DatabaseError:
+                    # One missed beat is harmless (STALE spans several); keep trying.
+                    logger.warning("ingestion heartbeat failed", exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def _fetch_into_storage(document: Document) -> None:
     """Download a URL document's page once and keep it like an uploaded file."""
     from django.core.files.base import ContentFile
 
-    from ingestion.parsing import ParseError, fetch_url
+    from ingestion.fetching import fetch_url
+    from ingestion.parsing import ParseError
 
     content, filename, mime_type = fetch_url(document.source_url, limits=parse_limits())
     content_hash = hashlib.sha256(content).hexdigest()
@@ -265,27 +433,42 @@ class _Work:
     document: Document
     signature: str
     progress: _Progress
+    claim: str
     timings: dict = field(default_factory=dict)
     drafts: list[ChunkDraft] = field(default_factory=list)
     parsed: object = None
 
 
-def _claim(document_id: int) -> _Work | None:
-    """Lock the row and mark it parsing; None when its chunks are already current."""
+def _claim(
+    document_id: int, *, task_id: str | None = None, claim: str | None = None
+) -> _Work | None:
+    """Lock the row, take it for this run (task_id, or `claim` for in-process runs) and mark
+    it parsing. None when there is nothing to do: the message was superseded (the document
+    was queued again since: retry, re-ingest, stale sweep), its chunks are already current,
+    or another run is alive on it (its heartbeat is fresh)."""
     with transaction.atomic():
         document = (
             Document.objects.select_for_update()
             .select_related("knowledge_base")
             .get(pk=document_id)
         )
+        if task_id and document.task_id and document.task_id != task_id:
+            return None  # e.g. the original message redelivered after its worker died
         signature = ingest_signature(document.knowledge_base, document)
         if document.status == DocumentStatus.READY and document.ingest_signature == signature:
             return None  # a duplicate delivery of a finished task
+        stale_after = timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
+        beating = Document.objects.filter(pk=document_id, heartbeat_at__gte=Now() - stale_after)
+        if document.status in ACTIVE_STATUSES and beating.exists():
+            return None  # a second delivery while the first run is still going
+        claim = task_id or claim or f"local-{uuid.uuid4()}"
         document.status = DocumentStatus.PARSING
         document.progress = 1
         document.error = ""
-        document.save(update_fields=["status", "progress", "error", "updated_at"])
-    return _Work(document, signature, _Progress(document_id))
+        document.task_id = claim
+        document.save(update_fields=["status", "progress", "error", "task_id", "updated_at"])
+        Document.objects.filter(pk=document_id).update(heartbeat_at=Now())
+    return _Work(document, signature, _Progress(document_id, claim), claim)
 
 
 def parse_limits():
@@ -296,7 +479,10 @@ def parse_limits():
         max_sheet_rows=settings.RAG_MAX_SHEET_ROWS,
         url_timeout=settings.RAG_URL_FETCH_TIMEOUT,
         url_max_bytes=settings.RAG_URL_FETCH_MAX_BYTES,
+        url_allow_private=settings.RAG_URL_ALLOW_PRIVATE,
         ocr_languages=settings.RAG_OCR_LANGUAGES,
+        max_image_pixels=settings.RAG_MAX_IMAGE_PIXELS,
+        ocr_max_seconds=settings.RAG_OCR_MAX_SECONDS_PER_DOCUMENT,
     )
 
 
@@ -320,8 +506,12 @@ def _parse_and_chunk(work: _Work) -> None:
         cleanup()
     work.timings["parse"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    from ingestion.contents import mark_contents_pages
+
     work.drafts = chunk_sections(
-        work.parsed.sections, sizes=chunk_sizes_for(kb), count_tokens=token_counter_for(kb)
+        mark_contents_pages(work.parsed.sections),
+        sizes=chunk_sizes_for(kb),
+        count_tokens=token_counter_for(kb),
     )
     work.timings["chunk"] = time.perf_counter() - t0
     if not any(not d.is_parent for d in work.drafts):
@@ -345,35 +535,52 @@ def _store(work: _Work, vectors: dict[str, np.ndarray]) -> None:
         signature=work.signature,
         stats=stats,
         timings=work.timings,
+        claim=work.claim,
     )
 
 
-def _guard(document_id: int, step) -> bool:
+def _guard(document_id: int, step, *, claim: str) -> bool:
     """Run one step; a permanent failure lands on the row. True when the step succeeded."""
     from ingestion.parsing import ParseError, TransientParseError
 
     try:
         step()
         return True
+    except ClaimLost:
+        logger.warning("document %s was taken over by another run; this one stops", document_id)
     except SoftTimeLimitExceeded:
-        document_fail(document_id, "processing took too long and was stopped (time limit)")
+        document_fail(
+            document_id, "processing took too long and was stopped (time limit)", claim=claim
+        )
     except ParseError as exc:
-        document_fail(document_id, str(exc))
+        document_fail(document_id, str(exc), claim=claim)
     except (TransientParseError, TransientIngestError):
+        # Queued until the task's retry runs: no heartbeat meanwhile, and the stale sweep
+        # must not count the wait as a crash.
+        Document.objects.filter(pk=document_id, task_id=claim).update(
+            status=DocumentStatus.QUEUED, heartbeat_at=None
+        )
         raise
     except Exception as exc:  # noqa: BLE001 - stored on the row for the user, logged in full
         logger.exception("ingesting document %s failed", document_id)
         document_fail(
-            document_id, f"could not process this file ({type(exc).__name__}: {exc})"[:1000]
+            document_id,
+            f"could not process this file ({type(exc).__name__}: {exc})"[:1000],
+            claim=claim,
         )
     return False
 
 
-def document_ingest(*, document_id: int) -> str:
-    """Parse, chunk, embed and store one document. Returns the final status."""
-    work = _claim(document_id)
+def _status_of(document_id: int) -> str:
+    return Document.objects.filter(pk=document_id).values_list("status", flat=True).first() or ""
+
+
+def document_ingest(*, document_id: int, task_id: str | None = None) -> str:
+    """Parse, chunk, embed and store one document; `task_id` is the Celery task's, checked
+    against the document's claim. Returns the document's status afterwards."""
+    work = _claim(document_id, task_id=task_id)
     if work is None:
-        return DocumentStatus.READY
+        return _status_of(document_id)
     kb = work.document.knowledge_base
 
     def run() -> None:
@@ -384,24 +591,36 @@ def document_ingest(*, document_id: int) -> str:
         work.timings["embed"] = time.perf_counter() - t0
         _store(work, vectors)
 
-    return DocumentStatus.READY if _guard(document_id, run) else DocumentStatus.FAILED
+    with _Heartbeat(work.claim, [document_id]):
+        ok = _guard(document_id, run, claim=work.claim)
+    return DocumentStatus.READY if ok else _status_of(document_id)
 
 
 def documents_ingest_batch(*, document_ids: list[int], progress=None) -> dict[int, str]:
     """The same pipeline for many small documents of one knowledge base at once: the
     embedder sees large batches across documents instead of one small batch per document.
     Used by `evaluate` and `bench_ingest`; per-document failures stay per document."""
+    claim = f"local-{uuid.uuid4()}"
+    claimed: list[int] = []  # the heartbeat thread keeps these alive while the batch runs
+    with _Heartbeat(claim, claimed):
+        return _ingest_batch(document_ids, claim, claimed, progress)
+
+
+def _ingest_batch(
+    document_ids: list[int], claim: str, claimed: list[int], progress
+) -> dict[int, str]:
     results: dict[int, str] = {}
     works: list[_Work] = []
     for document_id in document_ids:
-        work = _claim(document_id)
+        work = _claim(document_id, claim=claim)
         if work is None:
-            results[document_id] = DocumentStatus.READY
+            results[document_id] = _status_of(document_id)
             continue
-        if _guard(document_id, lambda w=work: _parse_and_chunk(w)):
+        claimed.append(document_id)
+        if _guard(document_id, lambda w=work: _parse_and_chunk(w), claim=claim):
             works.append(work)
         else:
-            results[document_id] = DocumentStatus.FAILED
+            results[document_id] = _status_of(document_id)
         if progress:
             progress("parse", document_id)
     by_kb: dict[int, list[_Work]] = {}
@@ -419,17 +638,19 @@ def documents_ingest_batch(*, document_ids: list[int], progress=None) -> dict[in
             work.timings["embed"] = elapsed * n / total
             part = {name: matrix[offset : offset + n] for name, matrix in vectors.items()}
             offset += n
-            ok = _guard(work.document.pk, lambda w=work, p=part: _store(w, p))
-            results[work.document.pk] = DocumentStatus.READY if ok else DocumentStatus.FAILED
+            ok = _guard(work.document.pk, lambda w=work, p=part: _store(w, p), claim=claim)
+            results[work.document.pk] = DocumentStatus.READY if ok else _status_of(work.document.pk)
             if progress:
                 progress("store", work.document.pk)
     return results
 
 
-def document_fail(document_id: int, message: str) -> None:
-    Document.objects.filter(pk=document_id).update(
-        status=DocumentStatus.FAILED, error=message, progress=100
-    )
+def document_fail(document_id: int, message: str, *, claim: str | None = None) -> None:
+    """Mark it failed; with `claim`, only while that run still holds it."""
+    rows = Document.objects.filter(pk=document_id)
+    if claim is not None:
+        rows = rows.filter(task_id=claim)
+    rows.update(status=DocumentStatus.FAILED, error=message, progress=100)
 
 
 def embed_drafts(
@@ -464,11 +685,15 @@ def store_chunks(
     signature: str,
     stats: dict,
     timings: dict,
+    claim: str | None = None,
 ) -> None:
-    """Replace the document's chunks in one transaction."""
+    """Replace the document's chunks in one transaction (with `claim`: only if that run
+    still holds the document, else ClaimLost)."""
     t_store = time.perf_counter()
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document_id)
+        if claim is not None and document.task_id != claim:
+            raise ClaimLost(document_id)
         kb_id = document.knowledge_base_id
         Chunk.objects.filter(document_id=document_id).delete()
         rows: list[Chunk] = []

@@ -21,4 +21,5 @@ urlpatterns = [
     path("documents/<int:pk>/delete", views.document_remove, name="document_delete"),
     path("documents/<int:pk>/file", views.document_file, name="document_file"),
     path("documents/<int:pk>/view", views.document_view, name="document_view"),
+    path("documents/<int:pk>/pdf", views.document_pdf, name="document_pdf"),
 ]

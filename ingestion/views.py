@@ -14,7 +14,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ingestion.forms import KnowledgeBaseForm, MemberForm, ThresholdForm, UrlForm
+from ingestion.forms import (
+    KnowledgeBaseForm,
+    KnowledgeBaseSettingsForm,
+    MemberForm,
+    ThresholdForm,
+    UrlForm,
+)
 from ingestion.models import Chunk, Document, DocumentStatus, Membership, Role
 from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
 from ingestion.services import (
@@ -128,7 +134,8 @@ def kb_upload(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, write=True)
     files = request.FILES.getlist("files")
     accepted, refused = [], []
-    if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
+    too_many = len(files) > settings.RAG_MAX_FILES_PER_UPLOAD
+    if too_many:
         refused.append(
             {
                 "name": "",
@@ -155,7 +162,9 @@ def kb_upload(request, pk: int):
         or request.accepts("application/json")
         and not request.accepts("text/html")
     ):
-        return JsonResponse({"accepted": accepted, "refused": refused})
+        return JsonResponse(
+            {"accepted": accepted, "refused": refused}, status=413 if too_many else 200
+        )
     for item in refused:
         messages.error(request, item["error"])
     if accepted:
@@ -169,11 +178,15 @@ def kb_add_url(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, write=True)
     form = UrlForm(request.POST)
     if form.is_valid():
-        with transaction.atomic():
-            document_create_from_url(
-                knowledge_base=kb, url=form.cleaned_data["url"], uploaded_by=request.user
-            )
-        messages.success(request, _("The page is queued for fetching."))
+        try:
+            with transaction.atomic():
+                document_create_from_url(
+                    knowledge_base=kb, url=form.cleaned_data["url"], uploaded_by=request.user
+                )
+        except UploadRejected as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, _("The page is queued for fetching."))
     else:
         messages.error(request, _("Enter a valid http(s) address."))
     return redirect("kb_detail", pk=kb.pk)
@@ -206,25 +219,27 @@ def document_remove(request, pk: int):
 @login_required
 @require_GET
 def document_file(request, pk: int):
-    """The original file, inline (a PDF opens at #page=N in the browser's viewer)."""
+    """The original file: real PDFs and images inline (a PDF opens at #page=N), else a download."""
     from django.http import FileResponse, Http404
+
+    from ingestion.serving import SNIFF_BYTES, safe_filename, serving_for
 
     document = document_get(user=request.user, pk=pk)
     if not document.file:
         raise Http404("This document has no stored file.")
+    handle = document.file.open("rb")
+    # The bytes decide, never the (attacker-chosen) name or remote MIME type: see serving.py.
+    serving = serving_for(handle.read(SNIFF_BYTES))
+    handle.seek(0)
     response = FileResponse(
-        document.file.open("rb"),
-        content_type=document.mime_type or "application/octet-stream",
-        as_attachment=not document.original_name.lower().endswith(
-            (".pdf", ".txt", ".png", ".jpg", ".jpeg")
-        ),
-        filename=document.original_name,
+        handle,
+        content_type=serving.content_type,
+        as_attachment=not serving.inline,
+        filename=safe_filename(document.original_name),
     )
     response["X-Content-Type-Options"] = "nosniff"
-    if not document.original_name.lower().endswith(".pdf"):
-        # Browsers refuse to run their PDF viewer in a sandboxed document; anything else that
-        # is shown inline gets no script and no same-origin rights.
-        response["Content-Security-Policy"] = "sandbox"
+    if serving.csp:
+        response["Content-Security-Policy"] = serving.csp
     return response
 
 
@@ -245,16 +260,71 @@ def document_view(request, pk: int):
     )
 
 
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+@login_required
+@require_GET
+def document_pdf(request, pk: int):
+    """A PDF in the app's own viewer (static/js/pdf_viewer.js) at the cited page, with the cited
+    passage highlighted; a document that is not a PDF opens in the text view instead."""
+    from django.http import Http404
+    from django.urls import reverse
+
+    from ingestion.serving import PDF, SNIFF_BYTES, serving_for
+
+    document = document_get(user=request.user, pk=pk)
+    if not document.file:
+        raise Http404("This document has no stored file.")
+    chunk_id = _positive_int(request.GET.get("chunk"))
+    # Scoped to this document: a chunk id from elsewhere shows nothing.
+    chunk = document.chunks.filter(pk=chunk_id).first() if chunk_id else None
+    with document.file.open("rb") as handle:
+        is_pdf = serving_for(handle.read(SNIFF_BYTES)).content_type == PDF
+    if not is_pdf:
+        anchor = f"?chunk={chunk.pk}#chunk-{chunk.pk}" if chunk else ""
+        return redirect(reverse("document_view", args=[pk]) + anchor)
+    page = _positive_int(request.GET.get("page")) or (chunk.page if chunk else None) or 1
+    # The viewer also marks the passage's continuation on the chunk's last page.
+    page_end = chunk.page_end if chunk and chunk.page == page and chunk.page_end else page
+    context = {
+        "document": document,
+        "chunk": chunk,
+        "passage": chunk.text if chunk else "",
+        "page": page,
+        "page_end": max(page, page_end),
+    }
+    return render(request, "ingestion/pdf_viewer.html", context)
+
+
 @login_required
 def kb_settings(request, pk: int):
     """Rename (and describe) a knowledge base: owners only."""
+    from chat.abstention import model as abstention_model
+
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
-    form = KnowledgeBaseForm(request.POST or None, instance=kb)
+    form = KnowledgeBaseSettingsForm(request.POST or None, instance=kb)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, _("Saved."))
         return redirect("kb_detail", pk=kb.pk)
-    return render(request, "ingestion/kb_settings.html", {"kb": kb, "form": form, "is_owner": True})
+    defaults = {lang: abstention_model().entry(lang)["threshold"] for lang in ("en", "zh")}
+    return render(
+        request,
+        "ingestion/kb_settings.html",
+        {
+            "kb": kb,
+            "form": form,
+            "is_owner": True,
+            "abstain_defaults": defaults,
+            "abstain_calibration": (kb.last_evaluation or {}).get("abstention"),
+        },
+    )
 
 
 @login_required
@@ -280,7 +350,7 @@ def kb_members(request, pk: int):
     form = MemberForm(request.POST or None, knowledge_base=kb)
     if request.method == "POST":
         if not is_owner:
-            raise PermissionDenied
+            raise PermissionDenied(_("Only the owners of this knowledge base can do this."))
         if form.is_valid():
             Membership.objects.update_or_create(
                 knowledge_base=kb,

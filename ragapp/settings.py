@@ -8,6 +8,8 @@ SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL.
 from __future__ import annotations
 
 import os
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,11 +45,30 @@ if PRODUCTION:
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Behind a TLS-terminating proxy that talks plain http to gunicorn, the proxy's header
+    # says whether the client used https. "HEADER=value"; set it empty when nothing in front
+    # sets the header (otherwise any client could claim https by sending it).
+    _proxy_header = env.str("RAG_SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO=https")
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_header.split("=", 1)) if _proxy_header else None
+    # Plain http is redirected to https. Turn off only where something else does that (or,
+    # as in docker-compose on one machine, while there is no TLS yet).
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Container and load-balancer probes call these over plain http on the private network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # HSTS (sent on https responses only): one year, subdomains of this host included (an
+    # app host rarely has plain-http subdomains). Preload stays off: listing a domain in
+    # browsers is a commitment for the whole registrable domain that its owner makes on
+    # purpose at hstspreload.org, so Django's reminder (W021) is silenced unless it is on.
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 else:
     # A development-only key: never used when RAG_ENV=production.
     SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-key-do-not-use-in-production")
-    DEBUG = env.bool("DJANGO_DEBUG", default=True)
+    # Off unless asked for (DJANGO_DEBUG=1): `make run` serves like production (our own 404
+    # and 500 pages, no URL lists or tracebacks to whoever can reach the port).
+    DEBUG = env.bool("DJANGO_DEBUG", default=False)
     ALLOWED_HOSTS = env.list(
         "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"]
     )
@@ -66,10 +87,12 @@ INSTALLED_APPS = [
     "ingestion",
     "retrieval",
     "chat",
+    "axes",  # login throttling; its admin pages list failed attempts (delete one to unlock)
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "ragapp.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -78,6 +101,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Keep last: it turns a locked-out login into the lockout page (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Email, for password reset links: EMAIL_URL as in smtp+tls://user:password@host:587 (see
@@ -88,6 +113,29 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 24 * 3600)
 RAG_PASSWORD_RESET_PER_HOUR = env.int("RAG_PASSWORD_RESET_PER_HOUR", default=3)
+
+# Login throttling (django-axes). Failed logins are counted in the database, so every web
+# process sees the same counts. A username with RAG_LOGIN_FAILURE_LIMIT failures (from any
+# address) is locked, and so is an address with that many (against any usernames): the
+# first stops guessing one account from many machines, the second one machine trying many
+# accounts. The price is that anyone who knows a username can lock its owner out for the
+# cool-off; staff can unlock at once (Admin > Axes > Access attempts, or
+# `manage.py axes_reset_username NAME`), and a successful login clears the counts.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = env.int("RAG_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("RAG_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+# Behind reverse proxies (TLS terminator, load balancer) every request arrives from the
+# proxy's address, so per-address locks would lock everyone at once: set this to the number
+# of proxies that append the client to X-Forwarded-For (nginx: proxy_add_x_forwarded_for).
+# Leave 0 when clients connect directly: the header is then written by the client itself.
+RAG_TRUSTED_PROXIES = env.int("RAG_TRUSTED_PROXIES", default=0)
+AXES_CLIENT_IP_CALLABLE = "ragapp.client_ip.client_ip"
 
 ROOT_URLCONF = "ragapp.urls"
 WSGI_APPLICATION = "ragapp.wsgi.application"
@@ -147,7 +195,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "staticfiles")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
 MEDIA_URL = "media/"
-WHITENOISE_USE_FINDERS = DEBUG
+# Outside production WhiteNoise also serves straight from the app and static/ folders, so
+# pages are styled with DEBUG off even before (or without) collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG or not PRODUCTION
 if not PRODUCTION:
     Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 STORAGES = {
@@ -227,6 +277,14 @@ RAG_EMBEDDERS: dict[str, dict] = {
 }
 # No single offline model is good at both languages, so new knowledge bases get both.
 RAG_DEFAULT_EMBEDDERS: list[str] = env.list("RAG_DEFAULT_EMBEDDERS", default=["minilm", "use"])
+# Load and exercise the models when a web or worker process starts (ragapp.warmup), not in
+# its first request (up to two minutes on a small machine); /readyz says "warming" meanwhile.
+# Off by default under pytest and in the tests' worker (RAG_TEST_DATABASE_NAME): tests that
+# do not need the models should not pay for them.
+RAG_WARM_UP: bool = env.bool(
+    "RAG_WARM_UP",
+    default="pytest" not in sys.modules and not os.environ.get("RAG_TEST_DATABASE_NAME"),
+)
 
 # Chunking (per knowledge base overrides are stored on the knowledge base).
 RAG_CHUNK_TOKENS: int = env.int("RAG_CHUNK_TOKENS", default=200)  # small chunks for recall
@@ -259,14 +317,39 @@ RAG_ALLOWED_EXTENSIONS: list[str] = env.list(
         "jpeg",
     ],
 )
-# Parser guards: decompressed size for zip containers, rows per sheet, seconds for a URL.
+# Parser guards: decompressed size for zip containers, rows per sheet, and for a URL the
+# total seconds for the whole fetch (connect, redirects, every read) and its size.
 RAG_MAX_UNCOMPRESSED_BYTES: int = env.int("RAG_MAX_UNCOMPRESSED_BYTES", default=500 * 1024 * 1024)
 RAG_MAX_SHEET_ROWS: int = env.int("RAG_MAX_SHEET_ROWS", default=200_000)
 RAG_URL_FETCH_TIMEOUT: float = env.float("RAG_URL_FETCH_TIMEOUT", default=20.0)
 RAG_URL_FETCH_MAX_BYTES: int = env.int("RAG_URL_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+# "Add a web page by URL" never fetches from loopback, link-local/cloud-metadata, carrier-grade
+# NAT or other reserved addresses. Private LAN addresses (10/8, 172.16/12, 192.168/16) are
+# refused too unless this is on (intranet wikis): in docker-compose the database and Redis
+# sit on private addresses, so a user-supplied URL must not reach them by default.
+RAG_URL_ALLOW_PRIVATE: bool = env.bool("RAG_URL_ALLOW_PRIVATE", default=False)
 RAG_OCR_LANGUAGES: str = env.str("RAG_OCR_LANGUAGES", default="chi_sim+eng")
+# Images with more pixels are refused before decoding (a small file can decode to gigabytes;
+# Pillow alone only warns up to twice its own limit). PDF pages render at most 40 M pixels.
+RAG_MAX_IMAGE_PIXELS: int = env.int("RAG_MAX_IMAGE_PIXELS", default=100_000_000)
+# OCR time per document, all pages and images together: past it the rest is not OCR'd (the
+# text so far is kept, with a warning), so one hostile file cannot hold a worker for hours.
+RAG_OCR_MAX_SECONDS_PER_DOCUMENT: float = env.float(
+    "RAG_OCR_MAX_SECONDS_PER_DOCUMENT", default=300.0
+)
 # Ingestion task limits, sized for long PDFs that need OCR.
 RAG_INGEST_SOFT_TIME_LIMIT: int = env.int("RAG_INGEST_SOFT_TIME_LIMIT", default=3600)
+# Crash recovery. The run that processes a document writes a heartbeat on it every
+# HEARTBEAT seconds (from a thread, so a long OCR page still beats). Every worker sweeps at
+# start and every SWEEP seconds for parsing/embedding documents with no heartbeat for STALE
+# seconds (their worker was killed or its machine lost) and queues them again, instead of
+# leaving them until the broker's 2-hour visibility timeout. STALE must be several
+# heartbeats long, or a slow database would make live runs look dead. A document
+# interrupted MAX_ATTEMPTS times fails: it is likely the file that kills the worker (memory).
+RAG_INGEST_HEARTBEAT_SECONDS: float = env.float("RAG_INGEST_HEARTBEAT_SECONDS", default=30.0)
+RAG_INGEST_STALE_SECONDS: float = env.float("RAG_INGEST_STALE_SECONDS", default=120.0)
+RAG_INGEST_SWEEP_SECONDS: float = env.float("RAG_INGEST_SWEEP_SECONDS", default=60.0)
+RAG_INGEST_MAX_ATTEMPTS: int = env.int("RAG_INGEST_MAX_ATTEMPTS", default=3)
 
 # Recall (stage one).
 RAG_RECALL_K: int = env.int("RAG_RECALL_K", default=50)
@@ -340,21 +423,60 @@ RAG_CLAIM_SCORER: str = env.str("RAG_CLAIM_SCORER", default="sentence-sim")
 # Multilingual-USE cosine of a sentence with its best-matching cited sentence: paraphrases
 # of a passage score ~0.6-0.9, unrelated sentences ~0.1-0.3.
 RAG_CLAIM_SUPPORT_THRESHOLD: float = env.float("RAG_CLAIM_SUPPORT_THRESHOLD", default=0.5)
-# Below this best question-to-passage-sentence similarity we say the documents do not answer.
-RAG_ABSTAIN_MIN_SCORE: float = env.float("RAG_ABSTAIN_MIN_SCORE", default=0.3)
-# The chat scores the best sentence of the top passages against the question (for abstention)
-# and reorders them by rerank score (standardised over all candidates) + this weight x that
-# support (on the claim scorer's scale: a cosine for sentence-sim).
-RAG_CHAT_PRECISION_K: int = env.int("RAG_CHAT_PRECISION_K", default=3)
-RAG_CHAT_SUPPORT_WEIGHT: float = env.float("RAG_CHAT_SUPPORT_WEIGHT", default=8.0)
+# Retrieval's third stage (retrieval.support): the best sentence of the first RAG_SUPPORT_K
+# passages is scored against the query, and the head is ordered by rerank score
+# (standardised over all candidates) + this weight x that support (on the claim scorer's
+# scale: a cosine for sentence-sim). Hit testing, search and chat share this order.
+# (RAG_CHAT_PRECISION_K / RAG_CHAT_SUPPORT_WEIGHT are the names of the previous release.)
+RAG_SUPPORT_K: int = env.int("RAG_SUPPORT_K", default=env.int("RAG_CHAT_PRECISION_K", default=3))
+RAG_SUPPORT_WEIGHT: float = env.float(
+    "RAG_SUPPORT_WEIGHT", default=env.float("RAG_CHAT_SUPPORT_WEIGHT", default=8.0)
+)
+# Abstention (chat.abstention): a calibrated probability that the documents answer the
+# question, from the support, dense and coverage signals of the final head, per query
+# language (chat/weights/abstention.json, fitted by manage.py bench_abstention --fit). The
+# chat abstains below the threshold: a knowledge base's own override, else the value
+# calibrated from its QA pairs, else the model's threshold for the language. Setting
+# RAG_ABSTAIN_THRESHOLD forces one value everywhere.
+RAG_ABSTAIN_MODEL: str = env.str("RAG_ABSTAIN_MODEL", default="")
+RAG_ABSTAIN_THRESHOLD: float | None = env.float("RAG_ABSTAIN_THRESHOLD", default=None)
 
 # API: requests per minute per token (0 = no limit). Counted in Django's cache: use a shared
 # cache (e.g. Redis, CACHES below) when several web processes serve the API.
 RAG_API_RATE_LIMIT_PER_MINUTE: int = env.int("RAG_API_RATE_LIMIT_PER_MINUTE", default=600)
+
+# Content-Security-Policy of every HTML page that sets none itself (ragapp/middleware.py):
+# scripts, styles and workers only from our own static files (no inline script or style
+# attribute anywhere, Django's admin and the API docs included), images also as data: URLs
+# (favicons), no plugins, no framing by other sites. Empty = no header.
+RAG_CONTENT_SECURITY_POLICY: str = env.str(
+    "RAG_CONTENT_SECURITY_POLICY",
+    default="; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "frame-ancestors 'self'",
+            "form-action 'self'",
+        ]
+    ),
+)
+# Django's cache holds the rate-limit counters, so it must be shared by every web process:
+# CACHE_URL (redis://...), else the embedded Redis (its database 2; Celery uses 0), else
+# (a CELERY_BROKER_URL without CACHE_URL) per-process memory.
+if os.environ.get("CACHE_URL"):
+    _cache_location = env.str("CACHE_URL")
+elif devservers.use_embedded_redis():
+    _cache_location = devservers.redis_cache_url()
+else:
+    _cache_location = ""
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL")}
-        if os.environ.get("CACHE_URL")
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_location}
+        if _cache_location
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }

@@ -8,6 +8,8 @@ from ragapp.forms import ThrottledPasswordResetForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("warmup.json", views.warmup_status, name="warmup_status"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("v1/models", openai_compat.models, name="openai_models"),
@@ -29,3 +31,6 @@ urlpatterns = [
     path("", include("chat.urls")),
     path("", views.home, name="home"),
 ]
+
+# Bodies over Django's request limits (size, number of files or fields) are 413, not 400.
+handler400 = "ragapp.errors.bad_request"

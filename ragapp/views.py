@@ -1,12 +1,12 @@
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from ingestion.models import KnowledgeBase
+from ingestion.models import KnowledgeBase, Role
 from ingestion.selectors import knowledge_base_get
 from ragapp.dashboard import (
     PERCENTILES,
@@ -17,18 +17,55 @@ from ragapp.dashboard import (
     hbar_chart,
 )
 from ragapp.forms import SignUpForm
-from ragapp.health import health_report
+from ragapp.health import readiness_report
 
 
 @require_GET
 @never_cache
 def healthz(request):
-    healthy, parts = health_report()
-    failing = [name for name, part in parts.items() if not part["ok"]]
-    body = {"status": "ok" if healthy else "error", "checks": parts}
-    if failing:
-        body["failing"] = failing
-    return JsonResponse(body, status=200 if healthy else 503)
+    """Liveness: this process answers. Touches nothing else, so it stays cheap to poll."""
+    return JsonResponse({"status": "ok"})
+
+
+def _may_see_health_details(request) -> bool:
+    # Exception texts name hosts, versions and internals: staff or API clients only.
+    if request.user.is_authenticated and request.user.is_staff:
+        return True
+    from ragapp.api.auth import RateLimited, bearer_user
+
+    try:
+        return bearer_user(request) is not None
+    except RateLimited:
+        return False
+
+
+@require_GET
+@never_cache
+def readyz(request):
+    """Readiness: database, pgvector, broker and workers (ragapp.health.READINESS_CHECKS)."""
+    report = readiness_report()
+    body = {"status": "ok" if report.ok else "error"}
+    if _may_see_health_details(request):
+        body["checks"] = {
+            name: {"ok": result.ok, "detail": result.detail}
+            for name, result in report.checks.items()
+        }
+        if report.failing:
+            body["failing"] = report.failing
+    return JsonResponse(body, status=200 if report.ok else 503)
+
+
+@require_GET
+@never_cache
+def warmup_status(request):
+    """This process's model warm-up (ragapp.warmup), for pages that wait on it: status,
+    the model being loaded and seconds so far. No error texts: anyone may ask."""
+    from ragapp.warmup import warm_state
+
+    state = warm_state()
+    return JsonResponse(
+        {"status": state["status"], "loading": state["loading"], "seconds": state.get("seconds")}
+    )
 
 
 @login_required
@@ -112,35 +149,56 @@ def dashboard(request):
         title = _("Dashboard of my knowledge bases")
     context = _dashboard_context(kbs, title=title)
     context["knowledge_bases"] = kbs
+    context["editable_ids"] = _editable_ids(request.user)
     return render(request, "ragapp/dashboard.html", context)
+
+
+def _editable_ids(user) -> set[int]:
+    """Knowledge bases whose failed documents this user may retry (staff see others' too)."""
+    return set(KnowledgeBase.objects.editable_by(user).values_list("pk", flat=True))
 
 
 @login_required
 def kb_dashboard(request, pk: int):
-    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    """Owners manage their knowledge base's dashboard; staff may look at any, read-only
+    (the site dashboard links every knowledge base here)."""
+    if request.user.is_staff:
+        kb = get_object_or_404(KnowledgeBase, pk=pk)
+        is_owner = kb.role_of(request.user) == Role.OWNER
+    else:
+        kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+        is_owner = True
     context = _dashboard_context(
         KnowledgeBase.objects.filter(pk=kb.pk),
         title=_("Dashboard: %(name)s") % {"name": kb.name},
         kb=kb,
     )
+    context["is_owner"] = is_owner
+    context["editable_ids"] = _editable_ids(request.user)
     return render(request, "ragapp/dashboard.html", context)
 
 
 @login_required
 def api_tokens(request):
     """Personal API tokens: create (shown once), list, revoke."""
+    from django.http import HttpResponseBadRequest
     from django.utils import timezone
 
     from ragapp.models import ApiToken
+    from ragapp.validation import parse_int, storable_text
 
     new_token = None
     if request.method == "POST":
         if request.POST.get("revoke"):
-            ApiToken.objects.filter(
-                user=request.user, pk=request.POST["revoke"], revoked_at__isnull=True
-            ).update(revoked_at=timezone.now())
+            token_id = parse_int(request.POST["revoke"])
+            if token_id is None:
+                return HttpResponseBadRequest(_("That is not a token id."))
+            ApiToken.objects.filter(user=request.user, pk=token_id, revoked_at__isnull=True).update(
+                revoked_at=timezone.now()
+            )
             return redirect("api_tokens")
-        _, new_token = ApiToken.issue(request.user, (request.POST.get("name") or "").strip())
+        name = storable_text(request.POST.get("name") or "").strip()
+        _token, new_token = ApiToken.issue(request.user, name)
     tokens = ApiToken.objects.filter(user=request.user)
     return render(request, "ragapp/api_tokens.html", {"tokens": tokens, "new_token": new_token})
 
@@ -151,6 +209,7 @@ def kb_qa_pairs(request, pk: int):
     """Import an owner's question -> document CSV and evaluate retrieval on it."""
     from django.contrib import messages
 
+    from chat.abstention import calibrate_from_qa_pairs
     from retrieval.qa_eval import knowledge_base_evaluate, qa_pairs_import
 
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
@@ -163,6 +222,7 @@ def kb_qa_pairs(request, pk: int):
     for problem in problems[:20]:
         messages.warning(request, problem)
     report = knowledge_base_evaluate(knowledge_base=kb)
+    calibrate_from_qa_pairs(knowledge_base=kb)
     messages.success(
         request,
         _("%(created)d pairs imported; evaluated on %(pairs)d.")

@@ -148,6 +148,26 @@ def ingest_texts(kb, texts: dict[str, str]):
     return kb
 
 
+def pytest_configure(config):
+    """A fast password hasher: PBKDF2's 1,000,000 rounds cost ~0.3 s per created user and
+    login, and the suite creates hundreds. Tests that check hashing set their own."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_cache():
+    """Django's cache is the embedded Redis, which outlives a test run: start each run with
+    no rate-limit counters left by the previous one (ids repeat in a new test database)."""
+    from django.core.cache import cache
+
+    try:
+        cache.clear()
+    except Exception:  # noqa: BLE001 - no Redis: tests that need it say so themselves
+        pass
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's test database, plus: before it is dropped, end the sessions that

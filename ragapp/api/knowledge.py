@@ -44,6 +44,8 @@ def kb_out(kb: KnowledgeBase, user) -> dict:
         "owner": kb.owner.username,
         "role": kb.role_of(user) or "",
         "embedders": list(kb.embedders),
+        "abstain_threshold": kb.abstain_threshold,
+        "abstain_calibrated": kb.abstain_calibrated,
         "documents": kb.n_documents if hasattr(kb, "n_documents") else kb.documents.count(),
         "created_at": kb.created_at,
         "updated_at": kb.updated_at,
@@ -153,7 +155,7 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
     """Upload one or many files (multipart, field `files`)."""
     kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
     if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
-        raise HttpError(400, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
+        raise HttpError(413, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
     accepted, refused = [], []
     too_large = 0
     for upload in files:
@@ -178,10 +180,13 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
 @router.post("/knowledge-bases/{int:kb_id}/documents/url", response={201: DocumentOut})
 def add_url(request, kb_id: int, payload: UrlIn):
     kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
-    with transaction.atomic():
-        document = document_create_from_url(
-            knowledge_base=kb, url=payload.url, uploaded_by=request.user
-        )
+    try:
+        with transaction.atomic():
+            document = document_create_from_url(
+                knowledge_base=kb, url=payload.url, uploaded_by=request.user
+            )
+    except UploadRejected as exc:
+        raise HttpError(422, str(exc)) from exc
     document.refresh_from_db()
     return Status(201, doc_out(document))
 

@@ -6,15 +6,20 @@ from typing import Annotated
 from ninja import Field, Schema
 from pydantic import AfterValidator
 
+from ragapp.validation import text_problem
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL characters: refuse them as invalid input.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+
+def _storable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL or unpaired surrogates: refuse them as invalid input.
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_storable)]
+# JSON as Python reads it also carries NaN, Infinity and 1e999 (= inf): never a valid number.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ErrorOut(Schema):
@@ -31,8 +36,10 @@ class KnowledgeBasePatch(Schema):
     description: Text | None = Field(None, max_length=5000)
     reranker: Text | None = Field(None, max_length=128)
     rerank_top_k: int | None = Field(None, ge=1, le=100)
-    rerank_min_score: float | None = None
-    rerank_max_drop: float | None = Field(None, ge=0, le=1)
+    rerank_min_score: FiniteFloat | None = None
+    rerank_max_drop: FiniteFloat | None = Field(None, ge=0, le=1)
+    # The chat answers only above this calibrated confidence (null: calibrated/default).
+    abstain_threshold: FiniteFloat | None = Field(None, ge=0, le=1)
 
 
 class KnowledgeBaseOut(Schema):
@@ -43,6 +50,8 @@ class KnowledgeBaseOut(Schema):
     role: str
     embedders: list[str]
     documents: int
+    abstain_threshold: float | None = None
+    abstain_calibrated: float | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -118,6 +127,10 @@ class PassageOut(Schema):
     recall_rank: int
     recall_score: float
     rerank_score: float | None
+    # The support stage: the best sentence's similarity (first passages only) and the
+    # final score; results come in the order of `score`, the order the chat answers from.
+    support: float | None = None
+    score: float
     signals: dict[str, float]
 
 
@@ -154,6 +167,7 @@ class MessageOut(Schema):
     timings_ms: dict
     error: str
     created_at: datetime
+    feedback: int | None = None  # the user's 👍 (1) / 👎 (-1) on an answer, if any
 
 
 class ConversationDetail(ConversationOut):

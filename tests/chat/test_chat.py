@@ -10,7 +10,8 @@ from django.core.management import call_command
 
 from chat.fake_llm import FakeLLM
 from chat.models import Conversation, Message, Mode
-from chat.services import answer_question, reorder_by_support
+from chat.services import answer_question
+from retrieval.support import order_by_support
 from retrieval.types import Candidate
 from tests.conftest import ingest_texts
 
@@ -119,6 +120,34 @@ def test_follow_up_is_rewritten_with_history(kb, llm):
     assert stored.standalone_question.startswith("How do I restore")
 
 
+def test_follow_up_without_an_llm_carries_the_previous_question(kb, settings):
+    settings.OPENAI_BASE_URL = ""
+    _, first = run(kb, "How does pg_dump back up a PostgreSQL database?")
+    conversation = Conversation.objects.get(pk=first.data["conversation_id"])
+    _, alone = run(kb, "And how do I restore it?")
+    _, second = run(kb, "And how do I restore it?", conversation=conversation)
+    assert second.data["standalone_question"] == (
+        "How does pg_dump back up a PostgreSQL database? And how do I restore it?"
+    )
+    assert second.data["mode"] == "extractive"
+    assert second.data["sources"][0]["document"] == "backup.md"
+    assert alone.data["standalone_question"] == "And how do I restore it?"
+    # a self-contained question in the same conversation is left alone
+    _, third = run(kb, "What does VACUUM reclaim?", conversation=conversation)
+    assert third.data["standalone_question"] == "What does VACUUM reclaim?"
+
+
+def test_follow_up_falls_back_to_the_conversation_when_the_rewrite_fails(kb, llm):
+    llm.reply = lambda messages: "Feed the script to psql [1]."
+    _, first = run(kb, "How does pg_dump back up a PostgreSQL database?")
+    conversation = Conversation.objects.get(pk=first.data["conversation_id"])
+    llm.fail_with = 500  # the rewrite fails (and so does the answer: an error event)
+    _, second = run(kb, "And how do I restore it?", conversation=conversation)
+    stored = Message.objects.get(pk=second.data["message_id"])
+    assert stored.standalone_question.startswith("How does pg_dump back up")
+    assert stored.sources[0]["document"] == "backup.md"
+
+
 def test_rewrite_is_skipped_when_it_adds_nothing(kb, llm):
     _, first = run(kb, "What does VACUUM do?")
     conversation = Conversation.objects.get(pk=first.data["conversation_id"])
@@ -198,20 +227,23 @@ def test_extractive_mode_without_an_llm(kb, settings):
 
 def test_support_reorders_only_on_a_real_difference(settings):
     """Rerank scores are standardised over the whole list, support stays a cosine: a
-    small support edge does not overturn a clear rerank win, a large one does."""
-    settings.RAG_CHAT_SUPPORT_WEIGHT = 8.0
+    small support edge does not overturn a clear rerank win, a large one does; the final
+    scores come out in the final order."""
+    settings.RAG_SUPPORT_WEIGHT = 8.0
     scores = [4.3, 3.7, 0.2] + [0.0] * 20
     ranked = [Candidate(i, 1, "d", f"t{i}", f"t{i}", rerank_score=s) for i, s in enumerate(scores)]
     head = ranked[:8]
 
     def first(support):
-        return reorder_by_support(head, support, reference=ranked)[0].chunk_id
+        return order_by_support(head, support, reference=ranked)[0].chunk_id
 
     assert first([0.48, 0.50, 0.30]) == 0  # 0.02 of cosine: the rerank order stands
     assert first([0.30, 0.55, 0.30]) == 1  # the second passage clearly says it
-    assert reorder_by_support(head, [0.9])[0].chunk_id == 0  # one passage: nothing to do
-    reordered = reorder_by_support(head, [0.3, 0.6, 0.3], reference=ranked)
+    assert order_by_support(head, [0.9])[0].chunk_id == 0  # one passage: nothing to do
+    reordered = order_by_support(head, [0.3, 0.6, 0.3], reference=ranked)
     assert [c.chunk_id for c in reordered[3:]] == [3, 4, 5, 6, 7]  # the tail keeps its order
+    finals = [c.score for c in reordered]
+    assert finals == sorted(finals, reverse=True)  # shown scores match the order
 
 
 def _events(response):
@@ -274,7 +306,7 @@ def test_client_disconnect_stops_generation(kb, llm, live_server, client):
     assert llm.disconnected.wait(15)
     assert llm.tokens_sent < 400
     deadline = time.monotonic() + 10
-    while not Message.objects.filter(role="assistant", mode=Mode.ERROR).exists():
+    while not Message.objects.filter(role="assistant", mode=Mode.STOPPED).exists():
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert "stopped" in Message.objects.get(role="assistant").error

@@ -67,17 +67,17 @@ def test_batch_upload_ingests_good_files_and_fails_bad_ones_alone(
     response = _upload(client, kb, *files)
     body = response.json()
     assert sorted(a["name"] for a in body["accepted"]) == sorted(
-        ["manual.pdf", "indexes.docx", "索引.md", "empty.txt", "broken.pdf", "image.pdf"]
+        ["manual.pdf", "indexes.docx", "索引.md", "broken.pdf", "image.pdf"]
     )
     refused = {r["name"]: r["error"] for r in body["refused"]}
     assert "not supported" in refused["program.exe"] and "program.exe" in refused["program.exe"]
     assert "larger than" in refused["huge.txt"]
+    assert "is empty" in refused["empty.txt"]  # refused at once, not as a duplicate
 
     docs = wait_for_documents([a["id"] for a in body["accepted"]])
     by_name = {d.original_name: d for d in docs.values()}
     for name in ("manual.pdf", "indexes.docx", "索引.md"):
         assert by_name[name].status == DocumentStatus.READY, (name, by_name[name].error)
-    assert "empty" in by_name["empty.txt"].error
     assert by_name["broken.pdf"].status == DocumentStatus.FAILED and by_name["broken.pdf"].error
     assert by_name["image.pdf"].status == DocumentStatus.FAILED
     assert "PNG" in by_name["image.pdf"].error or "not a PDF" in by_name["image.pdf"].error
@@ -202,7 +202,8 @@ class _Page(BaseHTTPRequestHandler):
         pass
 
 
-def test_web_page_by_url(celery_worker_process, editor_kb, client):
+def test_web_page_by_url(celery_worker_process, editor_kb, client, monkeypatch):
+    monkeypatch.setenv("RAG_ALLOW_LOCAL_URLS", "1")  # the view's upfront URL check runs here too
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -227,8 +228,8 @@ def test_ingest_command_runs_the_pipeline(celery_worker_process, make_user, tmp_
     out = io.StringIO()
     call_command("ingest", str(tmp_path), "--kb", "cli", stdout=out, stderr=io.StringIO())
     text = out.getvalue()
-    assert "1 ready, 2 failed" in text
-    assert "FAILED empty.txt" in text and "FAILED fake.docx" in text
+    assert "1 ready, 1 failed, 1 refused" in text
+    assert "REFUSED empty.txt" in text and "FAILED fake.docx" in text
 
 
 def test_ingest_command_fails_without_a_worker(make_user, tmp_path, monkeypatch):
