@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install run services stop test lint format system-deps
+.PHONY: install run services stop test test-fast lint format system-deps
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ stop:
 
 test: install system-deps
 	$(PY) -m ragapp.devservers test $(PYTEST_ARGS)
+
+# The quick loop while editing: no Celery worker, no browser, no real model, no training;
+# knowledge bases embed with the deterministic "hash" embedder (tests/conftest.py).
+test-fast: install
+	RAG_TEST_FAST=1 $(PY) -m ragapp.devservers test \
+		-m "not models and not worker and not browser and not training" -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ from chat.prompts import (
 )
 from ragapp.warmup import is_warming, wait_until_warm
 from retrieval.fusion import detect_query_language
-from retrieval.services import search
+from retrieval.services import search, settings_for
 from retrieval.support import scorer as _scorer
 from retrieval.types import Candidate
 
@@ -135,7 +135,7 @@ def answer_question(
     assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, question=question)
     timings: dict[str, float] = {}
     language = detect_query_language(question) or "en"
-    overrides = knowledge_bases[0].llm_options if knowledge_bases else {}
+    overrides = settings_for(knowledge_bases).llm_options if knowledge_bases else {}
     llm = get_chat_model(overrides)
     usage = Usage()
     answer_parts: list[str] = []

@@ -16,7 +16,7 @@ from chat.models import Feedback
 from chat.selectors import conversation_dict, conversation_get, conversations_for, message_get
 from chat.services import answer_question
 from ingestion.models import Document, DocumentStatus
-from ingestion.selectors import knowledge_bases_for
+from ingestion.selectors import knowledge_bases_for, readable_knowledge_bases
 from ragapp.validation import parse_int, storable_text, text_problem
 
 
@@ -104,12 +104,15 @@ def ask_stream(request):
         if conversation_id is None:
             raise Http404("No such conversation.")
         conversation = conversation_get(user=request.user, pk=conversation_id)
-        kbs = list(
-            knowledge_bases_for(user=request.user).filter(pk__in=conversation.knowledge_bases.all())
+        kbs = readable_knowledge_bases(
+            user=request.user,
+            ids=conversation.knowledge_bases.values_list("pk", flat=True),
+            partial=True,
         )
     else:
         ids = [i for i in map(parse_int, request.POST.getlist("kb")) if i is not None]
-        kbs = list(knowledge_bases_for(user=request.user).filter(pk__in=ids))
+        # The form's unknown or no longer readable ids are skipped, not refused.
+        kbs = readable_knowledge_bases(user=request.user, ids=ids, partial=True)
     if not kbs:
         return HttpResponseBadRequest("choose at least one knowledge base you can read")
     events = answer_question(

@@ -91,9 +91,21 @@ class KnowledgeBase(models.Model):
 
     def setting(self, name: str):
         """This knowledge base's value of a RAG tunable, or the site default."""
+        # Named one by one (read at call time, so test overrides apply) so that grepping
+        # for a RAG_ setting finds every place that reads it.
+        site_defaults = {
+            "chunk_tokens": settings.RAG_CHUNK_TOKENS,
+            "chunk_overlap_tokens": settings.RAG_CHUNK_OVERLAP_TOKENS,
+            "parent_chunk_tokens": settings.RAG_PARENT_CHUNK_TOKENS,
+            "recall_k": settings.RAG_RECALL_K,
+            "reranker": settings.RAG_DEFAULT_RERANKER,
+            "rerank_top_k": settings.RAG_RERANK_TOP_K,
+            "rerank_min_score": settings.RAG_RERANK_MIN_SCORE,
+            "rerank_max_drop": settings.RAG_RERANK_MAX_DROP,
+        }
         value = getattr(self, name)
         if value is None or value == "":
-            return getattr(settings, f"RAG_{name.upper()}")
+            return site_defaults[name]
         return value
 
     def role_of(self, user) -> str | None:
@@ -235,6 +247,14 @@ class Chunk(models.Model):
     search_text = models.TextField(blank=True)
     search_vector = SearchVectorField(null=True)
     search_length = models.PositiveIntegerField(default=0, help_text="tokens, for BM25")
+    # Chunk management (ingestion.chunk_editing): a disabled chunk is never recalled; the
+    # questions (or keywords) an editor attaches are embedded and indexed with the text so
+    # that recall also matches them; `edited` marks a chunk an editor changed or added, whose
+    # edits a re-ingest would replace. Database defaults too: bulk loaders that COPY rows
+    # (bench_search) name only the older columns.
+    enabled = models.BooleanField(default=True, db_default=True)
+    questions = ArrayField(models.TextField(), default=list, db_default="{}", blank=True)
+    edited = models.BooleanField(default=False, db_default=False)
 
     objects = ChunkQuerySet.as_manager()
 
@@ -253,8 +273,12 @@ class Chunk(models.Model):
 
     @property
     def embed_text(self) -> str:
-        """What the embedder reads: the heading path gives a short chunk its context."""
-        return f"{self.heading_path}\n{self.text}" if self.heading_path else self.text
+        """What the embedder reads: the heading path gives a short chunk its context, and the
+        attached questions (one per line) let recall match them too."""
+        parts = [self.heading_path] if self.heading_path else []
+        parts.append(self.text)
+        parts += [q for q in self.questions or [] if q.strip()]
+        return "\n".join(parts)
 
 
 class ChunkEmbedding(models.Model):

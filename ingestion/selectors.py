@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.translation import gettext as _
 
-from ingestion.models import Chunk, Document, KnowledgeBase
+from ingestion.models import Chunk, Document, DocumentStatus, KnowledgeBase
 
 
 def knowledge_bases_for(*, user, write: bool = False):
@@ -37,6 +41,20 @@ def knowledge_base_get(*, user, pk: int, write: bool = False, owner: bool = Fals
         raise Http404("No such knowledge base.") from None
 
 
+def readable_knowledge_bases(
+    *, user, ids: Iterable[int], partial: bool = False
+) -> list[KnowledgeBase] | None:
+    """The knowledge bases with these ids that the user may read (the one way every chat,
+    search and API request resolves them). None when any id is unknown or not readable, so
+    callers answer 404 without saying which; with partial=True the readable ones (a
+    conversation keeps asking the knowledge bases its user can still read)."""
+    ids = list(ids)
+    kbs = list(knowledge_bases_for(user=user).filter(pk__in=ids))
+    if not partial and len(kbs) != len(set(ids)):
+        return None
+    return kbs
+
+
 def documents_for(*, user):
     return Document.objects.filter(knowledge_base__in=knowledge_bases_for(user=user))
 
@@ -51,3 +69,83 @@ def document_get(*, user, pk: int, write: bool = False) -> Document:
 
 def chunks_for(*, user):
     return Chunk.objects.filter(knowledge_base__in=knowledge_bases_for(user=user))
+
+
+# --- the ingestion queue -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    position: int  # 1: the next document a free worker takes
+    eta_seconds: float | None  # until it is ready; None until some document has finished
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured from recently finished documents: seconds per byte over all of them, and
+    the quickest one's time as a floor (small files cost a fixed overhead, not bytes)."""
+
+    seconds_per_byte: float
+    min_seconds: float
+
+    def estimate(self, size: int) -> float:
+        return max(self.seconds_per_byte * size, self.min_seconds)
+
+
+def ingest_throughput() -> Throughput | None:
+    recent = (
+        Document.objects.filter(status=DocumentStatus.READY, size__gt=0)
+        .exclude(stats__seconds=None)
+        .order_by("-updated_at", "-pk")
+        .values_list("size", "stats")[: settings.RAG_QUEUE_ESTIMATE_DOCUMENTS]
+    )
+    sizes, seconds = [], []
+    for size, stats in recent:
+        spent = (stats or {}).get("seconds")
+        if not isinstance(spent, dict):
+            continue
+        total = sum(v for v in spent.values() if isinstance(v, int | float))
+        sizes.append(size)
+        seconds.append(total)
+    if not sizes:
+        return None
+    return Throughput(sum(seconds) / sum(sizes), min(seconds))
+
+
+def queue_positions(*, document_ids: Iterable[int]) -> dict[int, QueuePlace]:
+    """Place in line and estimated seconds until ready, for those of `document_ids` that are
+    queued. One shared queue serves the whole site, so every queued document counts, in the
+    order it was queued (updated_at: document_enqueue and the stale sweep set it).
+
+    The estimate: the work left on the documents being processed now, plus the queued work
+    ahead, spread over the worker slots, plus its own work. The slots are the documents in
+    progress right now: while documents wait, every slot is busy, and this also counts
+    workers on other machines, which no setting here knows of."""
+    wanted = set(document_ids)
+    if not wanted:
+        return {}
+    queued = list(
+        Document.objects.filter(status=DocumentStatus.QUEUED)
+        .order_by("updated_at", "pk")
+        .values_list("pk", "size")
+    )
+    if not wanted.intersection(pk for pk, _ in queued):
+        return {}
+    throughput = ingest_throughput()
+    active = list(
+        Document.objects.filter(
+            status__in=(DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
+        ).values_list("size", "progress")
+    )
+    slots = max(1, len(active))
+    ahead = 0.0
+    if throughput is not None:
+        ahead = sum(throughput.estimate(size) * (1 - progress / 100) for size, progress in active)
+    places: dict[int, QueuePlace] = {}
+    for position, (pk, size) in enumerate(queued, start=1):
+        own = throughput.estimate(size) if throughput is not None else 0.0
+        if pk in wanted:
+            eta = None if throughput is None else round(ahead / slots + own, 1)
+            places[pk] = QueuePlace(position, eta)
+        ahead += own
+    return places

@@ -8,6 +8,7 @@ duplicate or partial chunks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 class UploadRejected(Exception):
     """An upload refused before it became a document (size, type); message is user-facing."""
+
+
+class UnsupportedUpload(UploadRejected):
+    """Refused for its type: the name's extension, or content no parser here can read."""
 
 
 class TransientIngestError(Exception):
@@ -81,10 +86,53 @@ def sha256_of(fileobj) -> str:
 def validate_upload(*, name: str, size: int) -> None:
     if not allowed_extension(name):
         allowed = ", ".join(sorted(settings.RAG_ALLOWED_EXTENSIONS))
-        raise UploadRejected(f"{name}: file type not supported (allowed: {allowed})")
+        raise UnsupportedUpload(f"{name}: file type not supported (allowed: {allowed})")
     if size > settings.RAG_MAX_UPLOAD_BYTES:
         limit_mb = settings.RAG_MAX_UPLOAD_BYTES / 1024 / 1024
         raise UploadRejected(f"{name}: file is larger than the {limit_mb:.0f} MB limit")
+
+
+def check_upload_content(*, fileobj, name: str) -> None:
+    """Refuse a file whose first bytes already say the parser cannot read it (a ZIP or a
+    legacy Word file named .pdf, random bytes named .docx): the uploader hears it in the
+    upload's answer, not from a failed document minutes later. Only the parser's own type
+    detection runs (the file's head, and a ZIP's directory), never the parse itself."""
+    from ingestion.parsing import SUPPORTED_EXTENSIONS, ParseError, detect_type
+
+    with _readable_path(fileobj, name) as path:
+        try:
+            kind = detect_type(path, name, mimetypes.guess_type(name)[0])
+        except ParseError as exc:
+            raise UnsupportedUpload(f"{name}: {exc}") from exc
+    spreadsheet = SUPPORTED_EXTENSIONS["xls"] + SUPPORTED_EXTENSIONS["xlsx"]
+    if kind == "xls" and Path(name).suffix.lower() not in spreadsheet:
+        # The detector hands every other OLE file to the spreadsheet reader; under a PDF or
+        # text name it is a legacy .doc/.ppt renamed, which nothing here can read.
+        raise UnsupportedUpload(
+            f"{name}: the content is a legacy Microsoft Office file (.doc, .xls or .ppt), "
+            "not what its name says; save it as .docx, .xlsx or .pptx"
+        )
+
+
+@contextlib.contextmanager
+def _readable_path(fileobj, name: str):
+    """A path to the upload's bytes for the type detector: the upload's own temporary file
+    or the opened file's path when there is one, else a temporary copy (an upload held in
+    memory is under FILE_UPLOAD_MAX_MEMORY_SIZE)."""
+    temporary = getattr(fileobj, "temporary_file_path", None)
+    if temporary is not None:
+        yield Path(temporary())
+        return
+    real = getattr(getattr(fileobj, "file", fileobj), "name", None)
+    if isinstance(real, str) and os.path.isfile(real):
+        yield Path(real)
+        return
+    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as handle:
+        fileobj.seek(0)
+        shutil.copyfileobj(fileobj, handle)
+        handle.flush()
+        fileobj.seek(0)
+        yield Path(handle.name)
 
 
 def document_create(
@@ -113,6 +161,7 @@ def document_create(
     if size == 0:
         # Before the duplicate check: every empty file has the same hash.
         raise UploadRejected(f"{name}: the file is empty")
+    check_upload_content(fileobj=fileobj, name=name)
     content_hash = sha256_of(fileobj)
 
     def duplicate() -> UploadResult | None:
@@ -192,7 +241,9 @@ def document_enqueue(*, document: Document, force: bool = False) -> None:
     """Queue (or re-queue) a document; `force` re-ingests even when its chunks are current."""
     task_id = str(uuid.uuid4())
     # The new task id supersedes any earlier message for this document (see _claim).
+    # updated_at is the time it joined the queue: queue positions are counted by it.
     fields = {
+        "updated_at": Now(),
         "status": DocumentStatus.QUEUED,
         "progress": 0,
         "error": "",
@@ -255,6 +306,7 @@ def documents_requeue_stale(*, older_than: timedelta | None = None, limit: int =
                 continue
             task_id = str(uuid.uuid4())
             rows.update(
+                updated_at=Now(),  # joins the end of the queue (queue positions)
                 status=DocumentStatus.QUEUED,
                 progress=0,
                 error="",
@@ -505,6 +557,7 @@ def _parse_and_chunk(work: _Work) -> None:
     finally:
         cleanup()
     work.timings["parse"] = time.perf_counter() - t0
+    document_parsed(document_id=document.pk, page_count=work.parsed.page_count, claim=work.claim)
     t0 = time.perf_counter()
     from ingestion.contents import mark_contents_pages
 
@@ -516,6 +569,15 @@ def _parse_and_chunk(work: _Work) -> None:
     work.timings["chunk"] = time.perf_counter() - t0
     if not any(not d.is_parent for d in work.drafts):
         raise ParseError("no text could be extracted from this file")
+    work.progress.set(48, force=True)
+
+
+def document_parsed(*, document_id: int, page_count: int | None, claim: str) -> None:
+    """Show the page count (and parsing done) as soon as parsing ends, not only once the
+    document is ready: a long PDF spends most of its time embedding after this."""
+    Document.objects.filter(pk=document_id, task_id=claim).update(
+        page_count=page_count, progress=45, heartbeat_at=Now()
+    )
 
 
 def _store(work: _Work, vectors: dict[str, np.ndarray]) -> None:
@@ -558,7 +620,7 @@ def _guard(document_id: int, step, *, claim: str) -> bool:
         # Queued until the task's retry runs: no heartbeat meanwhile, and the stale sweep
         # must not count the wait as a crash.
         Document.objects.filter(pk=document_id, task_id=claim).update(
-            status=DocumentStatus.QUEUED, heartbeat_at=None
+            status=DocumentStatus.QUEUED, heartbeat_at=None, updated_at=Now()
         )
         raise
     except Exception as exc:  # noqa: BLE001 - stored on the row for the user, logged in full
@@ -653,13 +715,19 @@ def document_fail(document_id: int, message: str, *, claim: str | None = None) -
     rows.update(status=DocumentStatus.FAILED, error=message, progress=100)
 
 
+EMBED_BATCH = 64
+EMBED_PROGRESS_STEPS = 10
+
+
 def embed_drafts(
     kb: KnowledgeBase, drafts: list[ChunkDraft], *, progress: Callable[[float], None] | None = None
 ) -> dict[str, np.ndarray]:
     """Vectors of the child chunks (parents are context, not searched), per embedder."""
     texts = [d.embed_text for d in drafts if not d.is_parent]
     out: dict[str, np.ndarray] = {}
-    batch = 64
+    # At most EMBED_BATCH texts per call, and at least ~EMBED_PROGRESS_STEPS calls, so that
+    # progress moves for a small document too (batches under 8 only add per-call overhead).
+    batch = max(8, min(EMBED_BATCH, -(-len(texts) // EMBED_PROGRESS_STEPS)))
     total = max(len(texts) * len(kb.embedders), 1)
     done = 0
     for name in kb.embedders:

@@ -22,4 +22,7 @@ urlpatterns = [
     path("documents/<int:pk>/file", views.document_file, name="document_file"),
     path("documents/<int:pk>/view", views.document_view, name="document_view"),
     path("documents/<int:pk>/pdf", views.document_pdf, name="document_pdf"),
+    path("documents/<int:pk>/chunks/add", views.chunk_add_view, name="chunk_add"),
+    path("chunks/<int:pk>/edit", views.chunk_edit_view, name="chunk_edit"),
+    path("chunks/<int:pk>/delete", views.chunk_delete_view, name="chunk_delete"),
 ]

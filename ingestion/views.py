@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.http import JsonResponse
@@ -14,6 +17,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from ingestion.chunk_editing import (
+    ChunkEditError,
+    chunk_add,
+    chunk_delete,
+    chunk_update,
+    editable_chunk_get,
+    manual_edits,
+)
 from ingestion.forms import (
     KnowledgeBaseForm,
     KnowledgeBaseSettingsForm,
@@ -22,7 +33,12 @@ from ingestion.forms import (
     UrlForm,
 )
 from ingestion.models import Chunk, Document, DocumentStatus, Membership, Role
-from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
+from ingestion.selectors import (
+    document_get,
+    knowledge_base_get,
+    knowledge_bases_for,
+    queue_positions,
+)
 from ingestion.services import (
     UploadRejected,
     document_create,
@@ -31,6 +47,7 @@ from ingestion.services import (
     document_enqueue,
     knowledge_base_delete,
 )
+from ragapp.validation import storable_text
 
 
 @login_required
@@ -105,7 +122,13 @@ def kb_detail(request, pk: int):
 def kb_documents(request, pk: int):
     """Status and progress of every document, polled by the portal page."""
     kb = knowledge_base_get(user=request.user, pk=pk)
-    docs = kb.documents.annotate(n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)))
+    docs = list(
+        kb.documents.annotate(
+            n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
+            n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+        )
+    )
+    queue = queue_positions(document_ids=[d.pk for d in docs if d.status == DocumentStatus.QUEUED])
     return JsonResponse(
         {
             "documents": [
@@ -115,10 +138,14 @@ def kb_documents(request, pk: int):
                     "status": d.status,
                     "status_label": d.get_status_display(),
                     "progress": d.progress,
+                    "queue_position": queue[d.pk].position if d.pk in queue else None,
+                    "eta_seconds": queue[d.pk].eta_seconds if d.pk in queue else None,
                     "error": d.error,
                     "size": d.size,
                     "pages": d.page_count,
                     "chunks": d.n_chunks,
+                    # The portal asks before a re-ingest replaces these.
+                    "manual_edits": manual_edits(document=d, edited=d.n_edited),
                     "source_url": d.source_url,
                     "updated_at": d.updated_at.isoformat(),
                 }
@@ -243,21 +270,105 @@ def document_file(request, pk: int):
     return response
 
 
+CHUNKS_PER_PAGE = 50
+
+
 @login_required
 @require_GET
 def document_view(request, pk: int):
-    """The document as text, passage by passage, with the cited passage highlighted."""
+    """The document's chunks, a page at a time, searchable, with the cited one highlighted
+    (?chunk= opens the page that holds it); editors also manage the chunks here."""
     document = document_get(user=request.user, pk=pk)
     chunks = document.chunks.filter(is_parent=False).order_by("ordinal")
-    try:
-        highlight = int(request.GET.get("chunk", "0"))
-    except ValueError:
-        highlight = 0
+    query = storable_text(request.GET.get("q", "")).strip()[:500]
+    if query:
+        chunks = chunks.filter(Q(text__icontains=query) | Q(heading_path__icontains=query))
+    highlight = _positive_int(request.GET.get("chunk")) or 0
+    page_number = _positive_int(request.GET.get("page"))
+    if page_number is None and highlight:
+        target = chunks.filter(pk=highlight).values_list("ordinal", flat=True).first()
+        if target is not None:
+            before = chunks.filter(ordinal__lt=target).count()
+            page_number = before // CHUNKS_PER_PAGE + 1
+    page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(page_number)
+    # Numbers are positions in the whole document, whatever the search keeps.
+    ordinals = list(document.chunks.filter(is_parent=False).values_list("ordinal", flat=True))
+    for chunk in page:
+        chunk.number = bisect_right(ordinals, chunk.ordinal)
+        chunk.questions_text = "\n".join(chunk.questions)
+    role = document.knowledge_base.role_of(request.user)
     return render(
         request,
         "ingestion/document_view.html",
-        {"document": document, "chunks": chunks, "highlight": highlight},
+        {
+            "document": document,
+            "page": page,
+            "query": query,
+            "highlight": highlight,
+            "can_edit": role in (Role.OWNER, Role.EDITOR),
+            "manual_edits": manual_edits(document=document),
+        },
     )
+
+
+def _back_to(request, chunk_id: int | None, document_id: int):
+    from django.urls import reverse
+
+    url = reverse("document_view", args=[document_id])
+    default = redirect(f"{url}?chunk={chunk_id}#chunk-{chunk_id}" if chunk_id else url)
+    return _redirect_back(request, default)
+
+
+@login_required
+@require_POST
+def chunk_add_view(request, pk: int):
+    document = document_get(user=request.user, pk=pk, write=True)
+    try:
+        chunk = chunk_add(
+            document=document,
+            text=request.POST.get("text", ""),
+            questions=request.POST.get("questions", "").splitlines(),
+        )
+    except ChunkEditError as exc:
+        messages.error(request, str(exc))
+        return _back_to(request, None, document.pk)
+    messages.success(request, _("Chunk added."))
+    return _back_to(request, chunk.pk, document.pk)
+
+
+@login_required
+@require_POST
+def chunk_edit_view(request, pk: int):
+    """Text and questions (one per line), or with `enabled` only the enabled state."""
+    chunk = editable_chunk_get(user=request.user, pk=pk)
+    enabled = request.POST.get("enabled")
+    try:
+        if enabled is not None:
+            chunk_update(chunk=chunk, enabled=enabled == "1")
+        else:
+            chunk_update(
+                chunk=chunk,
+                text=request.POST.get("text", ""),
+                questions=request.POST.get("questions", "").splitlines(),
+            )
+    except ChunkEditError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Chunk saved."))
+    return _back_to(request, chunk.pk, chunk.document_id)
+
+
+@login_required
+@require_POST
+def chunk_delete_view(request, pk: int):
+    chunk = editable_chunk_get(user=request.user, pk=pk)
+    try:
+        chunk_delete(chunk=chunk)
+    except ChunkEditError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Chunk deleted."))
+    return _back_to(request, None, chunk.document_id)
 
 
 def _positive_int(value: str | None) -> int | None:

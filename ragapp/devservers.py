@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,7 +283,36 @@ def gunicorn_command(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_command() -> list[str]:
+def worker_concurrency(env: Mapping[str, str] | None = None) -> int:
+    """Ingestion worker processes: RAG_WORKER_CONCURRENCY, else one per CPU core (parsing
+    and embedding are CPU-bound; more processes than cores only queue on the CPU)."""
+    env = os.environ if env is None else env
+    value = env.get("RAG_WORKER_CONCURRENCY", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise SystemExit(
+                f"RAG_WORKER_CONCURRENCY must be a whole number, not {value!r}"
+            ) from None
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_command(*, concurrency: int | None = None) -> list[str]:
+    """The ingestion worker (and the default queue). Reranker training has its own worker
+    (training_worker_command), so a long training run never holds a slot that queued
+    documents wait for."""
+    if concurrency is None:
+        concurrency = worker_concurrency()
+    return _celery_worker("celery,ingestion", concurrency, "ingest")
+
+
+def training_worker_command() -> list[str]:
+    """One training run at a time: a run uses every core and a model's worth of memory."""
+    return _celery_worker("training", 1, "train")
+
+
+def _celery_worker(queues: str, concurrency: int, name: str) -> list[str]:
     return [
         str(Path(sys.executable).parent / "celery"),
         "-A",
@@ -292,9 +321,12 @@ def worker_command() -> list[str]:
         "--loglevel",
         "INFO",
         "--concurrency",
-        "1",
+        str(concurrency),
         "-Q",
-        "celery,ingestion,training",
+        queues,
+        # Two workers on one host need distinct node names (celery warns and pings clash).
+        "--hostname",
+        f"{name}@%h",
     ]
 
 
@@ -531,6 +563,7 @@ def run(host: str, port: int) -> int:
         _ensure_admin(supervisor)
         supervisor.add("gunicorn", gunicorn_command(host, port))
         supervisor.add("celery worker", worker_command())
+        supervisor.add("celery training worker", training_worker_command())
         target = "127.0.0.1" if host in ("0.0.0.0", "") else host
         if not supervisor.wait_until(lambda: _listening(target, port), timeout=60):
             raise GaveUp(f"the web server did not listen on {host}:{port} within 60s")

@@ -350,6 +350,9 @@ RAG_INGEST_HEARTBEAT_SECONDS: float = env.float("RAG_INGEST_HEARTBEAT_SECONDS", 
 RAG_INGEST_STALE_SECONDS: float = env.float("RAG_INGEST_STALE_SECONDS", default=120.0)
 RAG_INGEST_SWEEP_SECONDS: float = env.float("RAG_INGEST_SWEEP_SECONDS", default=60.0)
 RAG_INGEST_MAX_ATTEMPTS: int = env.int("RAG_INGEST_MAX_ATTEMPTS", default=3)
+# Queued documents show an estimate from the measured time (stats "seconds") of this many
+# most recently finished documents: recent ones reflect the current machines and models.
+RAG_QUEUE_ESTIMATE_DOCUMENTS: int = env.int("RAG_QUEUE_ESTIMATE_DOCUMENTS", default=50)
 
 # Recall (stage one).
 RAG_RECALL_K: int = env.int("RAG_RECALL_K", default=50)

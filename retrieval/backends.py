@@ -46,13 +46,9 @@ def get_reranker(name: str | None = None):
     return _load("RAG_RERANKERS", name or settings.RAG_DEFAULT_RERANKER)
 
 
-def get_chat_model():
-    return _load("RAG_CHAT_MODELS", "default")
-
-
 @receiver(setting_changed)
 def _clear_cache(*, setting: str, **kwargs) -> None:
-    if setting in {"RAG_EMBEDDERS", "RAG_RERANKERS", "RAG_CHAT_MODELS"}:
+    if setting in {"RAG_EMBEDDERS", "RAG_RERANKERS"}:
         with _lock:
             for key in [k for k in _cache if k[0] == setting]:
                 del _cache[key]

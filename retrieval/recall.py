@@ -58,7 +58,7 @@ def dense_search(
         SELECT e.chunk_id, (e.embedding::vector({dim})) <=> %s::vector({dim}) AS distance
         FROM ingestion_chunkembedding e
         JOIN ingestion_chunk c ON c.id = e.chunk_id
-        WHERE e.embedder = %s AND e.knowledge_base_id = ANY(%s) {doc_filter}
+        WHERE e.embedder = %s AND e.knowledge_base_id = ANY(%s) AND c.enabled {doc_filter}
         ORDER BY (e.embedding::vector({dim})) <=> %s::vector({dim})
         LIMIT %s
     """
@@ -113,7 +113,8 @@ def keyword_search(
     doc_filter, doc_params = "", []
     if document_ids is not None:
         doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
-    scope = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent {doc_filter}"
+    # A disabled chunk (chunk management) is never recalled, nor counted in the statistics.
+    scope = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled {doc_filter}"
     counts = ", ".join(
         "count(*) FILTER (WHERE c.search_vector @@ to_tsquery('simple', %s))" for _ in lexemes
     )
@@ -171,18 +172,23 @@ def absent_words(*, knowledge_bases: Sequence, query: str) -> tuple[list[str], i
     tokens = query_tokens(query)
     if not kb_ids or not tokens:
         return [], 0
+    # A word written apart in the question may be one word in the text ("back up" /
+    # "backup", "log in" / "login"): the joined neighbours are looked up too.
+    pairs = {f"{a}{b}": (a, b) for a, b in zip(tokens, tokens[1:], strict=False) if a.isascii()}
     with connection.cursor() as cursor:
         cursor.execute(
             """
             SELECT t.token, NOT EXISTS (
                 SELECT 1 FROM ingestion_chunk c
-                WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent
+                WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled
                   AND c.search_vector @@ plainto_tsquery(%s::regconfig, t.token)
             )
             FROM unnest(%s::text[]) AS t(token)
             WHERE numnode(plainto_tsquery(%s::regconfig, t.token)) > 0
             """,
-            [kb_ids, TS_CONFIG, tokens, TS_CONFIG],
+            [kb_ids, TS_CONFIG, tokens + list(pairs), TS_CONFIG],
         )
-        rows = cursor.fetchall()
-    return [token for token, absent in rows if absent], len(rows)
+        rows = dict(cursor.fetchall())
+    joined = {w for pair, words in pairs.items() if rows.get(pair) is False for w in words}
+    looked_up = [t for t in dict.fromkeys(tokens) if t in rows]
+    return [t for t in looked_up if rows[t] and t not in joined], len(looked_up)

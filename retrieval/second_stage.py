@@ -50,7 +50,6 @@ FEATURES = (
     "doc_chunks",
     "doc_best_fused_z",
 )
-LANGUAGES = ("en", "zh")
 
 
 def _zscore(values: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def recall(
     if not knowledge_bases or not query.strip():
         return []
     if k is None:
-        k = knowledge_bases[0].setting("recall_k")
+        k = settings_for(knowledge_bases).recall_k
     dense = settings.RAG_DENSE_ENABLED if dense is None else dense
     keyword = settings.RAG_KEYWORD_ENABLED if keyword is None else keyword
     names = list(embedders) if embedders is not None else embedders_of(knowledge_bases)
@@ -146,18 +146,57 @@ def _context_text(chunk: Chunk) -> str:
     return f"{chunk.heading_path}\n{text}" if chunk.heading_path else text
 
 
+@dataclass(frozen=True)
+class RetrievalSettings:
+    recall_k: int
+    reranker: str
+    cutoffs: Cutoffs
+    llm_options: dict
+
+
+def settings_for(knowledge_bases: Sequence) -> RetrievalSettings:
+    """The settings of one question asked over these knowledge bases (the only place that
+    merges them). One knowledge base: its own; none: the site defaults. Several:
+    - recall k: the largest, so that no knowledge base gets fewer candidates than alone;
+    - cut-offs: the most permissive (largest top k; a min score or max drop only when every
+      one has one: the lowest min score, the largest drop), so none hides answers the others
+      would show;
+    - reranker and LLM options: theirs when all agree, else the site defaults: a choice
+      made for one knowledge base's documents says nothing about the others'.
+    """
+    kbs = list(knowledge_bases)
+    if not kbs:
+        return RetrievalSettings(
+            recall_k=settings.RAG_RECALL_K,
+            reranker=settings.RAG_DEFAULT_RERANKER,
+            cutoffs=Cutoffs(
+                top_k=settings.RAG_RERANK_TOP_K,
+                min_score=settings.RAG_RERANK_MIN_SCORE,
+                max_drop=settings.RAG_RERANK_MAX_DROP,
+            ),
+            llm_options={},
+        )
+    min_scores = [kb.setting("rerank_min_score") for kb in kbs]
+    max_drops = [kb.setting("rerank_max_drop") for kb in kbs]
+    rerankers = {kb.setting("reranker") for kb in kbs}
+    llm_options = [kb.llm_options or {} for kb in kbs]
+    return RetrievalSettings(
+        recall_k=max(kb.setting("recall_k") for kb in kbs),
+        reranker=rerankers.pop() if len(rerankers) == 1 else settings.RAG_DEFAULT_RERANKER,
+        cutoffs=Cutoffs(
+            top_k=max(kb.setting("rerank_top_k") for kb in kbs),
+            min_score=None if None in min_scores else min(min_scores),
+            max_drop=None if None in max_drops else max(max_drops),
+        ),
+        llm_options=dict(llm_options[0]) if all(o == llm_options[0] for o in llm_options) else {},
+    )
+
+
 def cutoffs_for(knowledge_bases: Sequence, top_k: int | None = None) -> Cutoffs:
-    kb = knowledge_bases[0] if knowledge_bases else None
-    get = (
-        (lambda name: kb.setting(name))
-        if kb
-        else (lambda name: getattr(settings, f"RAG_{name.upper()}"))
-    )
-    return Cutoffs(
-        top_k=top_k if top_k is not None else get("rerank_top_k"),
-        min_score=get("rerank_min_score"),
-        max_drop=get("rerank_max_drop"),
-    )
+    cutoffs = settings_for(knowledge_bases).cutoffs
+    if top_k is not None:
+        cutoffs = Cutoffs(top_k=top_k, min_score=cutoffs.min_score, max_drop=cutoffs.max_drop)
+    return cutoffs
 
 
 def search(
@@ -188,9 +227,7 @@ def search(
         timings=timings,
     )
     if reranker is None:
-        reranker = (
-            knowledge_bases[0].reranker if knowledge_bases else ""
-        ) or settings.RAG_DEFAULT_RERANKER
+        reranker = settings_for(knowledge_bases).reranker
     backend = get_reranker(reranker)
     t0 = time.perf_counter()
     reranked = backend.rerank(query, recalled)

@@ -154,6 +154,51 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if os.environ.get("RAG_TEST_FAST") == "1":
+        _configure_fast_mode(settings)
+
+
+FAST_EMBEDDER = "hash"
+
+
+def _configure_fast_mode(settings) -> None:
+    """`make test-fast` (RAG_TEST_FAST=1): new knowledge bases, the claim scorer and the
+    sentence similarity embed with the deterministic HashingEmbedder, and loading a real
+    model fails the test, so a test that needs one must be marked `models` (and is then
+    deselected). The real embedders stay configured: their vector indexes are created by
+    the migrations as always, next to the 64-d one of "hash"."""
+    from retrieval import embedders, rerankers
+
+    settings.RAG_EMBEDDERS = {
+        **settings.RAG_EMBEDDERS,
+        FAST_EMBEDDER: {
+            "BACKEND": "retrieval.embedders.HashingEmbedder",
+            "DIMENSION": 64,
+            "OPTIONS": {},
+        },
+    }
+    settings.RAG_DEFAULT_EMBEDDERS = [FAST_EMBEDDER]
+    sentence_sim = settings.RAG_RERANKERS["sentence-sim"]
+    settings.RAG_RERANKERS = {
+        **settings.RAG_RERANKERS,
+        "sentence-sim": {
+            **sentence_sim,
+            "OPTIONS": {**sentence_sim.get("OPTIONS", {}), "embedder": FAST_EMBEDDER},
+        },
+    }
+
+    def refuse(self):
+        raise RuntimeError(
+            f"RAG_TEST_FAST: {type(self).__name__} {getattr(self, 'name', '')!r} tried to load "
+            "a real model; mark the test `models` (make test-fast deselects those)."
+        )
+
+    for backend in (
+        embedders.SentenceTransformerEmbedder,
+        embedders.UniversalSentenceEncoderEmbedder,
+        rerankers.CrossEncoderReranker,
+    ):
+        backend._load = refuse
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-"""Spreadsheets: XLSX (openpyxl, read-only streaming), XLS (xlrd), CSV/TSV (csv module).
+"""Spreadsheets: XLSX (lxml; openpyxl as the fallback), XLS (xlrd), CSV/TSV (csv module).
 
 Each sheet becomes: notes above the table (text sections), one table section (header row
 detected, every data row kept in order in table_rows), notes below the table (text)."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import posixpath
 import re
@@ -26,6 +27,8 @@ from .base import (
     open_zip_checked,
 )
 from .text import read_text_file
+
+logger = logging.getLogger(__name__)
 
 
 def _sheet_sections(
@@ -335,13 +338,18 @@ def parse_xlsx(path: Path, ctx: Context) -> tuple[list[Section], int]:
         if "xl/workbook.xml" not in names:
             raise ParseError("not a valid XLSX archive (xl/workbook.xml is missing)")
         b = SectionBuilder()
+        # Two readers on purpose: _fast_xlsx is several times faster on big sheets (the one
+        # that runs), but it reads only the parts of SpreadsheetML it knows. When it fails on
+        # a workbook it did not expect (any error but a ParseError, which is the file's
+        # fault), openpyxl, slower but complete, reads it again from the start rather than
+        # the upload failing. Logged so that such workbooks can be added to the fast reader.
         try:
             n = _fast_xlsx(zf, b, ctx)
             return b.sections, n
         except ParseError:
             raise
-        except Exception:  # unusual workbook: let openpyxl try
-            pass
+        except Exception:  # noqa: BLE001 - see above
+            logger.warning("XLSX %s: the fast reader failed, reading with openpyxl", path.name)
     finally:
         zf.close()
     import openpyxl

@@ -96,8 +96,9 @@ def _server_error(request, exc):
     return error(request, 500, "server_error", "Something went wrong on our side.")
 
 
-from ragapp.api import chat, knowledge, search  # noqa: E402
+from ragapp.api import chat, chunks, knowledge, search  # noqa: E402
 
 api.add_router("/", knowledge.router)
+api.add_router("/", chunks.router)
 api.add_router("/", search.router)
 api.add_router("/", chat.router)

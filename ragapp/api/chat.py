@@ -6,7 +6,7 @@ from ninja.errors import HttpError
 from chat.selectors import conversation_dict, conversation_get, conversations_for
 from chat.services import answer_question
 from chat.views import sse_response
-from ingestion.selectors import knowledge_bases_for
+from ingestion.selectors import readable_knowledge_bases
 from ragapp.api.schemas import ChatIn, ConversationDetail, ConversationOut
 from ragapp.api.search import readable
 
@@ -20,8 +20,10 @@ def chat(request, payload: ChatIn):
     conversation = None
     if payload.conversation_id:
         conversation = conversation_get(user=request.user, pk=payload.conversation_id)
-        kbs = list(
-            knowledge_bases_for(user=request.user).filter(pk__in=conversation.knowledge_bases.all())
+        kbs = readable_knowledge_bases(
+            user=request.user,
+            ids=conversation.knowledge_bases.values_list("pk", flat=True),
+            partial=True,
         )
     else:
         if not payload.knowledge_bases:

@@ -11,9 +11,17 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
+from ingestion.chunk_editing import manual_edits
 from ingestion.models import Document, DocumentStatus, KnowledgeBase, Membership, Role
-from ingestion.selectors import document_get, knowledge_base_get, knowledge_bases_for
+from ingestion.selectors import (
+    QueuePlace,
+    document_get,
+    knowledge_base_get,
+    knowledge_bases_for,
+    queue_positions,
+)
 from ingestion.services import (
+    UnsupportedUpload,
     UploadRejected,
     document_create,
     document_create_from_url,
@@ -22,7 +30,6 @@ from ingestion.services import (
     knowledge_base_delete,
 )
 from ragapp.api.schemas import (
-    ChunkOut,
     DocumentOut,
     KnowledgeBaseIn,
     KnowledgeBaseOut,
@@ -52,7 +59,11 @@ def kb_out(kb: KnowledgeBase, user) -> dict:
     }
 
 
-def doc_out(d: Document) -> dict:
+def doc_out(d: Document, queue: dict[int, QueuePlace] | None = None) -> dict:
+    """`queue`: queue_positions() of the documents shown; computed here for one document."""
+    if queue is None:
+        queue = queue_positions(document_ids=[d.pk] if d.status == DocumentStatus.QUEUED else [])
+    place = queue.get(d.pk)
     return {
         "id": d.pk,
         "knowledge_base": d.knowledge_base_id,
@@ -66,6 +77,10 @@ def doc_out(d: Document) -> dict:
         "language": d.language,
         "source_url": d.source_url,
         "chunks": getattr(d, "n_chunks", None),
+        # Re-ingesting replaces these (chunk management): clients warn before it.
+        "manual_edits": manual_edits(document=d, edited=getattr(d, "n_edited", None)),
+        "queue_position": place.position if place else None,
+        "eta_seconds": place.eta_seconds if place else None,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
     }
@@ -150,14 +165,16 @@ def remove_member(request, kb_id: int, username: str):
     return Status(204, None)
 
 
-@router.post("/knowledge-bases/{int:kb_id}/documents", response={201: UploadOut, 413: dict})
+@router.post(
+    "/knowledge-bases/{int:kb_id}/documents", response={201: UploadOut, 413: dict, 415: dict}
+)
 def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...)):  # noqa: B008
     """Upload one or many files (multipart, field `files`)."""
     kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
     if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
         raise HttpError(413, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
     accepted, refused = [], []
-    too_large = 0
+    too_large = unsupported = 0
     for upload in files:
         try:
             with transaction.atomic():
@@ -166,6 +183,7 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
                 )
         except UploadRejected as exc:
             too_large += "larger than" in str(exc)
+            unsupported += isinstance(exc, UnsupportedUpload)
             refused.append({"name": upload.name, "error": str(exc)})
             continue
         if result.created:
@@ -174,6 +192,8 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
             refused.append({"name": upload.name, "error": result.error})
     if too_large and not accepted and too_large == len(files):
         raise HttpError(413, refused[0]["error"])
+    if unsupported and not accepted and unsupported == len(files):
+        raise HttpError(415, refused[0]["error"])
     return Status(201, {"accepted": accepted, "refused": refused})
 
 
@@ -195,12 +215,17 @@ def add_url(request, kb_id: int, payload: UrlIn):
 @paginate(LimitOffsetPagination)
 def list_documents(request, kb_id: int, status: str | None = Query(None)):
     kb = knowledge_base_get(user=request.user, pk=kb_id)
-    docs = kb.documents.annotate(n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)))
+    docs = kb.documents.annotate(
+        n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
+        n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+    )
     if status:
         if status not in DocumentStatus.values:
             raise HttpError(400, f"status must be one of {', '.join(DocumentStatus.values)}")
         docs = docs.filter(status=status)
-    return [doc_out(d) for d in docs.order_by("-created_at", "-id")]
+    docs = list(docs.order_by("-created_at", "-id"))
+    queue = queue_positions(document_ids=[d.pk for d in docs if d.status == DocumentStatus.QUEUED])
+    return [doc_out(d, queue) for d in docs]
 
 
 @router.get("/documents/{int:doc_id}", response=DocumentOut)
@@ -225,24 +250,3 @@ def reingest_document(request, doc_id: int):
         document_enqueue(document=document, force=True)
     document.refresh_from_db()
     return Status(202, doc_out(document))
-
-
-@router.get("/documents/{int:doc_id}/chunks", response=list[ChunkOut])
-@paginate(LimitOffsetPagination)
-def document_chunks(request, doc_id: int):
-    document = document_get(user=request.user, pk=doc_id)
-    return [
-        {
-            "id": c.pk,
-            "ordinal": c.ordinal,
-            "text": c.text,
-            "heading": c.heading_path,
-            "page": c.page,
-            "sheet": c.sheet,
-            "slide": c.slide,
-            "kind": c.kind,
-            "token_count": c.token_count,
-            "parent_id": c.parent_id,
-        }
-        for c in document.chunks.order_by("ordinal")
-    ]

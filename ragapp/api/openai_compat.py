@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.llm import ChatMessage
 from chat.services import answer_question
-from ingestion.selectors import knowledge_bases_for
+from ingestion.selectors import knowledge_bases_for, readable_knowledge_bases
 from ragapp.api.auth import RateLimited, bearer_user
 from ragapp.validation import parse_int, text_problem
 
@@ -70,8 +70,7 @@ def _knowledge_bases(user, model: str):
         if pk is None:
             return None
         ids.append(pk)
-    kbs = list(knowledge_bases_for(user=user).filter(pk__in=ids))
-    return kbs if len(kbs) == len(set(ids)) else None
+    return readable_knowledge_bases(user=user, ids=ids)
 
 
 @csrf_exempt

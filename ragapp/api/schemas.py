@@ -83,6 +83,12 @@ class DocumentOut(Schema):
     language: str
     source_url: str
     chunks: int | None = None
+    # Chunks edited, added or deleted by hand since the last ingest; a re-ingest replaces them.
+    manual_edits: int = 0
+    # While queued: place in the site's one ingestion queue (1 = next) and estimated
+    # seconds until ready from recently measured throughput (None before any has finished).
+    queue_position: int | None = None
+    eta_seconds: float | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -103,6 +109,29 @@ class ChunkOut(Schema):
     kind: str
     token_count: int
     parent_id: int | None
+    enabled: bool
+    questions: list[str]
+    edited: bool
+
+
+class ChunkPage(Schema):
+    items: list[ChunkOut]
+    count: int
+
+
+# Limits as ingestion.chunk_editing enforces them (CHUNK_TEXT_MAX_CHARS, ...).
+ChunkText = Annotated[Text, Field(min_length=1, max_length=20_000)]
+ChunkQuestion = Annotated[Text, Field(max_length=500)]
+
+
+class ChunkPatch(Schema):
+    text: ChunkText | None = None
+    enabled: bool | None = None
+    questions: list[ChunkQuestion] | None = Field(None, max_length=20)
+
+
+class ChunkIn(Schema):
+    text: ChunkText
 
 
 class SearchIn(Schema):

@@ -4,7 +4,7 @@ from django.conf import settings
 from ninja import Router
 from ninja.errors import HttpError
 
-from ingestion.selectors import knowledge_bases_for
+from ingestion.selectors import readable_knowledge_bases
 from ragapp.api.schemas import SearchIn, SearchOut
 from retrieval.services import search as retrieval_search
 
@@ -12,8 +12,8 @@ router = Router(tags=["search"])
 
 
 def readable(user, ids: list[int]):
-    kbs = list(knowledge_bases_for(user=user).filter(pk__in=ids))
-    if len(kbs) != len(set(ids)):
+    kbs = readable_knowledge_bases(user=user, ids=ids)
+    if kbs is None:
         raise HttpError(404, "Not found.")
     return kbs
 

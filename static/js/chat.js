@@ -520,12 +520,15 @@
   document.querySelectorAll("form.confirm").forEach((f) => f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); }));
 
   const warning = document.getElementById("kb-warning");
+  const several = document.getElementById("kb-several");
   function checkPicker() {
     // A knowledge base without ready documents can only answer "not in your documents".
     const empty = Array.from(kbPick.querySelectorAll("input[name=kb]:checked"))
       .filter((x) => x.dataset.ready === "0").map((x) => x.dataset.name);
     warning.hidden = !empty.length || kbPick.disabled;
     warning.textContent = empty.length ? warning.dataset.template.replace("{names}", empty.join(", ")) : "";
+    // Their settings merge by one rule (retrieval.services.settings_for): say which.
+    several.hidden = kbPick.querySelectorAll("input[name=kb]:checked").length < 2;
   }
   kbPick.addEventListener("change", checkPicker);
   checkPicker();

@@ -44,6 +44,29 @@
     zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   }
 
+  function fill(template, values) {
+    return (template || "").replace(/\{(\w+)\}/g, (m, k) => (k in values ? values[k] : m));
+  }
+
+  function duration(seconds) {
+    const ds = table.dataset;
+    if (seconds < 60) return ds.labelUnderMinute;
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 60) return fill(ds.labelMinutes, {n: minutes});
+    return fill(ds.labelHours, {h: Math.floor(minutes / 60), m: minutes % 60});
+  }
+
+  // "Queued — #3 in line, about 2 min" while it waits; the stage's percent while it runs.
+  function detail(d) {
+    if (d.status === "ready" || d.status === "failed") return "";
+    if (d.status === "queued" && d.queue_position) {
+      let text = " — " + fill(table.dataset.labelInLine, {n: d.queue_position});
+      if (d.eta_seconds != null) text += ", " + fill(table.dataset.labelAbout, {time: duration(d.eta_seconds)});
+      return text;
+    }
+    return " " + d.progress + "%";
+  }
+
   function row(d) {
     const tr = document.createElement("tr");
     tr.dataset.id = d.id;
@@ -58,7 +81,7 @@
     const status = document.createElement("td");
     const badge = document.createElement("span");
     badge.className = "badge " + d.status;
-    badge.textContent = d.status_label + (d.status === "ready" || d.status === "failed" ? "" : " " + d.progress + "%");
+    badge.textContent = d.status_label + detail(d);
     status.appendChild(badge);
     if (d.status !== "ready" && d.status !== "failed") {
       const bar = document.createElement("progress");
@@ -81,7 +104,11 @@
       const retry = document.createElement("button");
       retry.className = "small";
       retry.textContent = table.dataset.labelRetry;
-      retry.addEventListener("click", () => post(table.dataset.retryUrl.replace("/0/", "/" + d.id + "/")).then(refresh));
+      retry.addEventListener("click", () => {
+        // Re-ingesting replaces the chunks, manual chunk edits included: ask first.
+        if (d.manual_edits && !confirm(table.dataset.confirmReingest)) return;
+        post(table.dataset.retryUrl.replace("/0/", "/" + d.id + "/")).then(refresh);
+      });
       const del = document.createElement("button");
       del.className = "small danger";
       del.textContent = table.dataset.labelDelete;

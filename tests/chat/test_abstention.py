@@ -44,12 +44,13 @@ def test_features_read_support_main_dense_signal_and_coverage():
 
 
 def test_fitted_model_separates_and_is_monotonic():
-    rows = [({"support": 0.7, "dense": 0.6, "coverage": 0.9}, True)] * 20
-    rows += [({"support": 0.2, "dense": 0.2, "coverage": 0.1}, False)] * 20
+    good = {"support": 0.7, "dense": 0.6, "coverage": 0.9, "absent": 0.0, "specific": 0.0}
+    bad = {"support": 0.2, "dense": 0.2, "coverage": 0.1, "absent": 0.5, "specific": 1.0}
+    rows = [(good, True)] * 20 + [(bad, False)] * 20
     entry = fit_logistic(rows)
     m = AbstentionModel({"en": {**entry, "threshold": 0.5}})
-    high = m.probability({"support": 0.7, "dense": 0.6, "coverage": 0.9}, "en")
-    low = m.probability({"support": 0.2, "dense": 0.2, "coverage": 0.1}, "en")
+    high = m.probability(good, "en")
+    low = m.probability(bad, "en")
     assert high > 0.9 > 0.1 > low
 
 
@@ -138,3 +139,28 @@ def test_api_sets_and_refuses_abstain_threshold(client, make_user, make_kb):
             f"/api/v1/knowledge-bases/{kb.pk}", bad, content_type="application/json", headers=auth
         )
         assert response.status_code == 422
+
+
+@pytest.mark.django_db
+def test_absent_words_are_names_the_documents_never_mention(make_user, make_kb):
+    from chat.abstention import absent_signals, is_specific
+    from retrieval.recall import absent_words
+    from tests.conftest import make_chunk
+
+    kb = make_kb(make_user(), "a")
+    doc = kb.documents.create(original_name="d.md", content_hash="x" * 64, status="ready")
+    from django.contrib.postgres.search import SearchVector
+
+    from retrieval.text import TS_CONFIG
+
+    chunk = make_chunk(kb, doc, 0, "pg_dump writes a consistent backup of one database.")
+    type(chunk).objects.filter(pk=chunk.pk).update(
+        search_vector=SearchVector("search_text", config=TS_CONFIG)
+    )
+    words, looked_up = absent_words(knowledge_bases=[kb], query="How do I back up a database?")
+    assert words == []  # "back up" is the text's "backup"
+    words, looked_up = absent_words(knowledge_bases=[kb], query="Can pg_dump write to a YubiKey?")
+    assert words == ["yubikey"] and looked_up == 3
+    assert absent_signals(words, looked_up) == {"absent": 1 / 3, "specific": 1.0}
+    assert is_specific("yubikey") and is_specific("rs232") and not is_specific("licence")
+    assert not is_specific("负责")

@@ -225,11 +225,15 @@ def test_ingest_command_runs_the_pipeline(celery_worker_process, make_user, tmp_
     (tmp_path / "sub" / "empty.txt").write_bytes(b"")
     with zipfile.ZipFile(tmp_path / "sub" / "fake.docx", "w") as z:
         z.writestr("hello.txt", "not a word document")
+    # A truncated PDF passes the upload check (its first bytes are a PDF's) and fails in
+    # the worker; an empty file and a ZIP named .docx are refused at upload.
+    (tmp_path / "sub" / "broken.pdf").write_bytes((FIXTURES / "libtasn1.pdf").read_bytes()[:50000])
     out = io.StringIO()
     call_command("ingest", str(tmp_path), "--kb", "cli", stdout=out, stderr=io.StringIO())
     text = out.getvalue()
-    assert "1 ready, 1 failed, 1 refused" in text
-    assert "REFUSED empty.txt" in text and "FAILED fake.docx" in text
+    assert "1 ready, 1 failed, 2 refused" in text
+    assert "REFUSED empty.txt" in text and "REFUSED fake.docx" in text
+    assert "FAILED broken.pdf" in text
 
 
 def test_ingest_command_fails_without_a_worker(make_user, tmp_path, monkeypatch):

@@ -120,6 +120,7 @@ def _inverted(model: LinearRanker) -> LinearRanker:
     )
 
 
+@pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_short_training_run_measurably_improves_held_out_ranking(tiny_kb):
     queries = weak_queries_from_knowledge_base(tiny_kb, limit=80, seed=1)
@@ -156,6 +157,7 @@ def test_short_training_run_measurably_improves_held_out_ranking(tiny_kb):
         assert metrics["trained"]["ndcg@10"] > metrics["base"]["ndcg@10"]
 
 
+@pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_train_reranker_activates_only_a_better_model_and_can_switch_back(
     tiny_kb, tmp_path, settings, monkeypatch
@@ -262,6 +264,7 @@ def postgresql_kb(make_user, make_kb):
     return kb
 
 
+@pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_cross_encoder_fine_tuning_measurably_improves_and_serves_the_knowledge_base(
     postgresql_kb, tmp_path, settings
@@ -318,6 +321,7 @@ def test_cross_encoder_fine_tuning_measurably_improves_and_serves_the_knowledge_
     assert sorted(c.chunk_id for c in ranked) == sorted(c.chunk_id for c in found)
 
 
+@pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_cross_encoder_is_stored_in_fp16_and_scores_the_same(tiny_kb, tmp_path):
     from retrieval.training import cross_encoder as ce
@@ -336,6 +340,7 @@ def test_cross_encoder_is_stored_in_fp16_and_scores_the_same(tiny_kb, tmp_path):
     assert abs(a - b).max() < 0.02 * (abs(a).max() + 1), (a, b)
 
 
+@pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_owner_adapts_the_reranker_from_the_page_through_the_worker(
     celery_worker_process, tiny_kb, client, make_user, tmp_path
