@@ -11,7 +11,10 @@ from tests.conftest import ROOT
 
 
 def _production_env(**overrides) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_DEBUG" and k[:7] != "SECURE_"}
+    # DJANGO_ALLOW_ASYNC_UNSAFE is set in this process by the browser tests (Playwright's
+    # driver); a deployment never has it, and Django's check refuses it.
+    dropped = {"DJANGO_DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped and k[:7] != "SECURE_"}
     env.update(
         DJANGO_SETTINGS_MODULE="ragapp.settings",
         RAG_ENV="production",

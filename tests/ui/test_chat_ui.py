@@ -129,8 +129,8 @@ def test_chat_stream_stop_regenerate_edit_sources_feedback(
     )
     assert manuals.documents.filter(status=DocumentStatus.READY).count() == 3
 
-    llm.reply = lambda messages: markdown_answer(backup_passage(messages)) + "filler " * 250
-    llm.token_delay = 0.03  # ~10 s for the whole answer: time to see it stream and stop it
+    llm.reply = lambda messages: markdown_answer(backup_passage(messages)) + "filler " * 1000
+    llm.token_delay = 0.03  # ~50 s in all: time to stop it, even on a loaded machine
 
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
     violations = csp_violations(context)
@@ -252,7 +252,7 @@ def test_chat_stream_stop_regenerate_edit_sources_feedback(
     assert conversation.messages.count() == 2
 
     # Stop, then regenerate at once: the stopped answer is not saved into the new history.
-    llm.reply = lambda messages: markdown_answer(backup_passage(messages)) + "filler " * 250
+    llm.reply = lambda messages: markdown_answer(backup_passage(messages)) + "filler " * 1000
     llm.token_delay = 0.03
     llm.disconnected.clear()
     page.click(".msg.assistant button.regenerate")
