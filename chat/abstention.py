@@ -244,12 +244,19 @@ def _kb_value(kb, name: str) -> bool:
 
 
 def assess(
-    question: str, head: Sequence[Candidate], *, knowledge_bases: Sequence, reranker: str = ""
+    question: str,
+    head: Sequence[Candidate],
+    *,
+    knowledge_bases: Sequence,
+    reranker: str = "",
+    scope=None,
 ) -> Assessment:
     from retrieval.recall import absent_words
 
     language = detect_query_language(question) or "en"
-    words, looked_up = absent_words(knowledge_bases=knowledge_bases, query=question)
+    # Only the documents this request may read count (a restricted document's words must not
+    # change the answer of someone who may not see it).
+    words, looked_up = absent_words(knowledge_bases=knowledge_bases, query=question, scope=scope)
     values = features(question, head, absent=absent_signals(words, looked_up))
     threshold, source = threshold_for(knowledge_bases, language, reranker)
     if not head:

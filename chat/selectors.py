@@ -1,6 +1,7 @@
 from django.http import Http404
 
 from chat.models import Conversation, Feedback, Message
+from ingestion.selectors import visible_document_ids
 
 
 def conversations_for(*, user):
@@ -39,20 +40,31 @@ def conversation_dict(conversation: Conversation, *, messages: bool = False) -> 
                 message__conversation=conversation, user_id=conversation.user_id
             ).values_list("message_id", "rating")
         )
+        # A document restricted since the answer was given: its sources are no longer shown
+        # to a reader who may not see it (the same rule as recall's).
+        msgs = list(conversation.messages.all())
+        source_docs = {
+            s.get("document_id") for m in msgs for s in (m.sources or []) if isinstance(s, dict)
+        }
+        visible = visible_document_ids(user=conversation.user, ids=source_docs)
         out["messages"] = [
             {
                 "id": m.pk,
                 "role": m.role,
                 "content": m.content,
                 "mode": m.mode,
-                "sources": m.sources,
+                "sources": [
+                    s
+                    for s in (m.sources or [])
+                    if isinstance(s, dict) and s.get("document_id") in visible
+                ],
                 "unverified": m.unverified,
                 "timings_ms": m.timings,
                 "error": m.error,
                 "created_at": m.created_at,
                 "feedback": ratings.get(m.pk),
             }
-            for m in conversation.messages.all()
+            for m in msgs
         ]
     return out
 
@@ -74,9 +86,10 @@ def feedback_for_training(*, knowledge_base) -> list[tuple[str, list[str], list[
     )
     chunk_ids = {s.get("chunk_id") for f in rows for s in f.message.sources if isinstance(s, dict)}
     mine = set(
-        Chunk.objects.filter(knowledge_base=knowledge_base, pk__in=chunk_ids).values_list(
-            "pk", flat=True
-        )
+        # Restricted documents never train a model that every member's searches use.
+        Chunk.objects.filter(
+            knowledge_base=knowledge_base, pk__in=chunk_ids, document__restricted=False
+        ).values_list("pk", flat=True)
     )
     by_question: dict[str, tuple[list[str], list[str]]] = {}
     for feedback in rows:

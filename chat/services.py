@@ -116,6 +116,7 @@ def answer_question(
     question: str,
     conversation: Conversation | None = None,
     history: Sequence[ChatMessage] | None = None,
+    filters: dict | None = None,
 ) -> Iterator[ChatEvent]:
     """Answer one question over knowledge bases already scoped to `user`. `history`
     replaces the conversation's stored history (stateless clients send their own)."""
@@ -211,7 +212,9 @@ def answer_question(
         if is_warming():
             yield ChatEvent("status", {"stage": "warming"})
             wait_until_warm(timeout=settings.RAG_LLM_TIMEOUT)
-        result = search(knowledge_bases=knowledge_bases, query=standalone)
+        result = search(
+            knowledge_bases=knowledge_bases, query=standalone, user=user, filters=filters
+        )
         timings["recall"] = result.timings_ms.get("recall", 0.0)
         timings["rerank"] = result.timings_ms.get("rerank", 0.0)
         timings["support"] = result.timings_ms.get("support", 0.0)
@@ -219,7 +222,11 @@ def answer_question(
         # 3. Abstain when nothing passes the cut-offs or the calibrated probability that
         # the head answers the question is below the threshold (chat.abstention).
         assessment = assess(
-            standalone, result.results, knowledge_bases=knowledge_bases, reranker=result.reranker
+            standalone,
+            result.results,
+            knowledge_bases=knowledge_bases,
+            reranker=result.reranker,
+            scope=result.scope,
         )
         assistant.abstention = assessment.as_dict()
         if not result.results or not assessment.answerable:

@@ -16,6 +16,7 @@ from chat.models import Feedback
 from chat.selectors import conversation_dict, conversation_get, conversations_for, message_get
 from chat.services import answer_question
 from ingestion.models import Document, DocumentStatus
+from ingestion.scope import parse_filters
 from ingestion.selectors import knowledge_bases_for, readable_knowledge_bases
 from ragapp.validation import parse_int, storable_text, text_problem
 
@@ -83,8 +84,29 @@ def chat_page(request, pk: int | None = None):
             "conversations": conversations_for(user=request.user)[:50],
             "knowledge_bases": kbs,
             "selected": selected,
+            "kb_tags": _tags_of(user=request.user, kbs=kbs),
         },
     )
+
+
+def _tags_of(*, user, kbs, limit: int = 200) -> list[tuple[str, str]]:
+    """The filter picker's tags: (tag, "kb ids") from the documents the user may read."""
+    from django.db.models import F, Func
+
+    from ingestion.selectors import visible_documents
+
+    pairs = (
+        visible_documents(user=user)
+        .filter(knowledge_base__in=kbs)
+        .annotate(tag=Func(F("tags"), function="unnest"))
+        .values_list("tag", "knowledge_base")
+        .distinct()
+        .order_by("tag")
+    )
+    by_tag: dict[str, list[str]] = {}
+    for tag, kb_id in pairs[: limit * 4]:
+        by_tag.setdefault(tag, []).append(str(kb_id))
+    return [(tag, " ".join(ids)) for tag, ids in list(by_tag.items())[:limit]]
 
 
 @login_required
@@ -115,8 +137,16 @@ def ask_stream(request):
         kbs = readable_knowledge_bases(user=request.user, ids=ids, partial=True)
     if not kbs:
         return HttpResponseBadRequest("choose at least one knowledge base you can read")
+    try:  # the filter picker: `filters` is JSON in the filter language (ingestion.scope)
+        filters = parse_filters(json.loads(request.POST.get("filters") or "null"))
+    except ValueError as exc:  # InvalidFilter is a ValueError, as is bad JSON
+        return HttpResponseBadRequest(f"filters: {exc}")
     events = answer_question(
-        user=request.user, knowledge_bases=kbs, question=question, conversation=conversation
+        user=request.user,
+        knowledge_bases=kbs,
+        question=question,
+        conversation=conversation,
+        filters=filters,
     )
     return sse_response(events)
 

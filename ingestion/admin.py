@@ -8,6 +8,7 @@ from ingestion.models import (
     ChunkEmbedding,
     Document,
     DocumentStatus,
+    GroupMembership,
     KnowledgeBase,
     Membership,
     QAPair,
@@ -21,6 +22,14 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ("user",)
 
 
+class GroupMembershipInline(admin.TabularInline):
+    """Roles given to whole groups (Django's auth groups, edited under Authentication)."""
+
+    model = GroupMembership
+    extra = 0
+    autocomplete_fields = ("group",)
+
+
 @admin.register(KnowledgeBase)
 class KnowledgeBaseAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "n_documents", "n_failed", "created_at")
@@ -28,7 +37,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     search_fields = ("name", "description", "owner__username")
     autocomplete_fields = ("owner",)
     readonly_fields = ("created_at", "updated_at", "last_evaluation")
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, GroupMembershipInline]
 
     def get_queryset(self, request):
         return (
@@ -61,6 +70,15 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("knowledge_base__name", "user__username")
     autocomplete_fields = ("knowledge_base", "user")
     list_select_related = ("knowledge_base", "user")
+
+
+@admin.register(GroupMembership)
+class GroupMembershipAdmin(admin.ModelAdmin):
+    list_display = ("knowledge_base", "group", "role", "created_at")
+    list_filter = ("role",)
+    search_fields = ("knowledge_base__name", "group__name")
+    autocomplete_fields = ("knowledge_base", "group")
+    list_select_related = ("knowledge_base", "group")
 
 
 @admin.register(Document)

@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 
 from ingestion.chunking import HEADING_SEPARATOR
 from ingestion.models import Chunk, ChunkEmbedding, Document, DocumentStatus, KnowledgeBase
-from ingestion.selectors import knowledge_bases_for
+from ingestion.selectors import knowledge_bases_for, visible_condition
 from ragapp.validation import text_problem
 from retrieval.backends import get_embedder
 from retrieval.embedders import approximate_token_count
@@ -61,7 +61,10 @@ def editable_chunk_get(*, user, pk: int) -> Chunk:
     viewer, a stranger, a parent chunk or a missing id alike)."""
     chunk = (
         Chunk.objects.filter(
-            pk=pk, is_parent=False, knowledge_base__in=knowledge_bases_for(user=user, write=True)
+            visible_condition(user=user, prefix="document__"),  # restricted: same 404
+            pk=pk,
+            is_parent=False,
+            knowledge_base__in=knowledge_bases_for(user=user, write=True),
         )
         .select_related("knowledge_base")
         .first()

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils.translation import gettext_lazy as _
 
 from ingestion.models import KnowledgeBase, Role
@@ -16,14 +17,21 @@ class KnowledgeBaseSettingsForm(KnowledgeBaseForm):
     """Owners: name, description and the abstention threshold (empty: calibrated/default)."""
 
     class Meta(KnowledgeBaseForm.Meta):
-        fields = ["name", "description", "abstain_threshold"]
-        labels = {"abstain_threshold": _("Answer only above this confidence (0–1)")}
+        fields = ["name", "description", "abstain_threshold", "require_review"]
+        labels = {
+            "abstain_threshold": _("Answer only above this confidence (0–1)"),
+            "require_review": _("Review contributions"),
+        }
         help_texts = {
+            "require_review": _(
+                "Documents uploaded by contributors wait until an editor or owner approves "
+                "them; until then they are not indexed nor visible to others."
+            ),
             "abstain_threshold": _(
                 "The chat says the documents do not answer when its calibrated confidence "
                 "is below this value. Leave empty to use the value calibrated from your "
                 "question/document pairs, or the default."
-            )
+            ),
         }
 
     def clean_abstain_threshold(self):
@@ -38,12 +46,16 @@ class UrlForm(forms.Form):
 
 
 class MemberForm(forms.Form):
-    """The owner adds an existing user, by username, as an editor or a viewer."""
+    """The owner adds an existing user, by username, as an editor, a contributor or a viewer."""
 
     username = forms.CharField(label=_("Username"), max_length=150)
     role = forms.ChoiceField(
         label=_("Role"),
-        choices=[(Role.EDITOR, _("Editor")), (Role.VIEWER, _("Viewer"))],
+        choices=[
+            (Role.EDITOR, _("Editor")),
+            (Role.CONTRIBUTOR, _("Contributor")),
+            (Role.VIEWER, _("Viewer")),
+        ],
         initial=Role.VIEWER,
     )
 
@@ -60,6 +72,23 @@ class MemberForm(forms.Form):
             raise forms.ValidationError(_("This user owns the knowledge base."))
         self.cleaned_data["user"] = user
         return username
+
+
+class GroupMemberForm(forms.Form):
+    """The owner gives one of the groups staff created a role; every member of it gets it."""
+
+    group = forms.ModelChoiceField(
+        label=_("Group"), queryset=Group.objects.order_by("name"), to_field_name="name"
+    )
+    role = forms.ChoiceField(
+        label=_("Role"),
+        choices=[
+            (Role.EDITOR, _("Editor")),
+            (Role.CONTRIBUTOR, _("Contributor")),
+            (Role.VIEWER, _("Viewer")),
+        ],
+        initial=Role.VIEWER,
+    )
 
 
 class ThresholdForm(forms.ModelForm):

@@ -23,29 +23,57 @@ def _default_embedders() -> list[str]:
 class Role(models.TextChoices):
     OWNER = "owner", _("Owner")
     EDITOR = "editor", _("Editor")
+    # Uploads, which wait for an editor's or owner's review when the knowledge base asks for it.
+    CONTRIBUTOR = "contributor", _("Contributor")
     VIEWER = "viewer", _("Viewer")
+
+
+class ReviewStatus(models.TextChoices):
+    APPROVED = "approved", _("Approved")
+    PENDING = "pending", _("Waiting for review")
+    REJECTED = "rejected", _("Rejected")
+
+
+# Higher grants include the lower ones; a user's role is the highest of the grants that
+# reach them (owner, their own membership, their groups' memberships).
+ROLE_RANK = {Role.VIEWER: 1, Role.CONTRIBUTOR: 2, Role.EDITOR: 3, Role.OWNER: 4}
+
+
+def _granted(user, roles) -> Q:
+    """A user's own membership or a membership of any of their groups, with one of `roles`.
+
+    The groups are a subquery of this same SQL statement, read on every request: taking a
+    user out of a group takes effect on their next request, with nothing cached.
+    """
+    return Q(memberships__user=user, memberships__role__in=roles) | Q(
+        group_memberships__group__in=user.groups.all(), group_memberships__role__in=roles
+    )
 
 
 class KnowledgeBaseQuerySet(models.QuerySet):
     def readable_by(self, user) -> KnowledgeBaseQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+        return self.filter(Q(owner=user) | _granted(user, Role.values)).distinct()
+
+    def uploadable_by(self, user) -> KnowledgeBaseQuerySet:
+        """Where the user may add documents: editors and owners, and contributors (whose
+        uploads wait for review when the knowledge base requires it)."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(
+            Q(owner=user) | _granted(user, [Role.OWNER, Role.EDITOR, Role.CONTRIBUTOR])
+        ).distinct()
 
     def editable_by(self, user) -> KnowledgeBaseQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(
-            Q(owner=user)
-            | Q(memberships__user=user, memberships__role__in=[Role.OWNER, Role.EDITOR])
-        ).distinct()
+        return self.filter(Q(owner=user) | _granted(user, [Role.OWNER, Role.EDITOR])).distinct()
 
     def owned_by(self, user) -> KnowledgeBaseQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(
-            Q(owner=user) | Q(memberships__user=user, memberships__role=Role.OWNER)
-        ).distinct()
+        return self.filter(Q(owner=user) | _granted(user, [Role.OWNER])).distinct()
 
 
 class KnowledgeBase(models.Model):
@@ -75,6 +103,8 @@ class KnowledgeBase(models.Model):
     # the documents answer a question, and the value calibrated from the QA pairs.
     abstain_threshold = models.FloatField(null=True, blank=True)
     abstain_calibrated = models.FloatField(null=True, blank=True)
+    # Uploads by contributors wait for review (ReviewStatus.PENDING) until approved.
+    require_review = models.BooleanField(default=False)
     llm_options = models.JSONField(
         default=dict, blank=True, help_text="Overrides: model, temperature, max_tokens."
     )
@@ -113,8 +143,13 @@ class KnowledgeBase(models.Model):
             return None
         if self.owner_id == user.pk:
             return Role.OWNER
-        membership = self.memberships.filter(user=user).first()
-        return membership.role if membership else None
+        # One query: the user's own role and their groups' roles here; the highest wins.
+        roles = (
+            self.memberships.filter(user=user)
+            .values_list("role", flat=True)
+            .union(self.group_memberships.filter(group__user=user).values_list("role", flat=True))
+        )
+        return max(roles, key=lambda role: ROLE_RANK.get(role, 0), default=None)
 
 
 class Membership(models.Model):
@@ -134,6 +169,26 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.knowledge_base} ({self.role})"
+
+
+class GroupMembership(models.Model):
+    """A role given to every member of a (django.contrib.auth) group; staff manage the
+    groups themselves, the knowledge base's owners give them roles here."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="group_memberships"
+    )
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="kb_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "group"], name="unique_kb_group")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} in {self.knowledge_base} ({self.role})"
 
 
 class DocumentStatus(models.TextChoices):
@@ -183,6 +238,34 @@ class Document(models.Model):
         blank=True,
         related_name="uploaded_documents",
     )
+    # Visibility: a restricted document is seen only by these users and groups (among the
+    # knowledge base's members) and by its owners; enforced inside recall SQL
+    # (ingestion.selectors.document_scope) and by every selector of documents.
+    restricted = models.BooleanField(default=False)
+    visible_to_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="visible_documents"
+    )
+    visible_to_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="visible_documents"
+    )
+    # Metadata: tags and key-value pairs (text, number or ISO date strings), filterable
+    # inside recall ({"tags": [...], "meta": {"year": {"gte": 2020}}}).
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    # Review: documents from contributors wait until an editor or owner approves them; only
+    # approved documents are indexed and visible.
+    review_status = models.CharField(
+        max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.APPROVED, db_index=True
+    )
+    review_reason = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reviewed_documents",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -192,6 +275,10 @@ class Document(models.Model):
             models.UniqueConstraint(
                 fields=["knowledge_base", "content_hash"], name="unique_content_per_kb"
             )
+        ]
+        indexes = [
+            GinIndex(fields=["tags"], name="document_tags_gin"),
+            GinIndex(fields=["meta"], name="document_meta_gin"),
         ]
 
     def __str__(self) -> str:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404
 from django.utils.translation import gettext as _
 
-from ingestion.models import Chunk, Document, DocumentStatus, KnowledgeBase
+from ingestion.models import Chunk, Document, DocumentStatus, KnowledgeBase, ReviewStatus
 
 
 def knowledge_bases_for(*, user, write: bool = False):
@@ -18,17 +19,21 @@ def knowledge_bases_for(*, user, write: bool = False):
     return qs.editable_by(user) if write else qs.readable_by(user)
 
 
-def knowledge_base_get(*, user, pk: int, write: bool = False, owner: bool = False) -> KnowledgeBase:
+def knowledge_base_get(
+    *, user, pk: int, write: bool = False, owner: bool = False, upload: bool = False
+) -> KnowledgeBase:
     """The knowledge base, or 404 whether it does not exist or the user may not see it.
+    upload=True: one the user may add documents to (contributors too, unlike write=True).
 
     With owner=True a member who may read it but does not own it gets PermissionDenied (403)
     instead: they know it exists, and "not found" would only confuse them.
     """
-    qs = (
-        KnowledgeBase.objects.owned_by(user)
-        if owner
-        else knowledge_bases_for(user=user, write=write)
-    )
+    if owner:
+        qs = KnowledgeBase.objects.owned_by(user)
+    elif upload:
+        qs = KnowledgeBase.objects.uploadable_by(user)
+    else:
+        qs = knowledge_bases_for(user=user, write=write)
     try:
         return qs.get(pk=pk)
     except KnowledgeBase.DoesNotExist:
@@ -55,12 +60,62 @@ def readable_knowledge_bases(
     return kbs
 
 
+def visible_condition(*, user, prefix: str = "") -> Q:
+    """The ORM twin of ingestion.scope's visibility and review parts, on documents reached
+    through `prefix` ("" for Document, "document__" for Chunk): what recall may not return
+    cannot be listed or opened either.
+
+    - visibility: a restricted document is seen by the users and groups it names and by
+      the owners of its knowledge base;
+    - review: a document not approved is seen by the editors and owners of its knowledge
+      base and by its uploader (they review it or wait for the review).
+    """
+    if user is None:  # the system itself
+        return Q()
+    if not user.is_authenticated:
+        return Q(pk__in=[])
+    owned = KnowledgeBase.objects.owned_by(user).values("pk")
+    edited = KnowledgeBase.objects.editable_by(user).values("pk")
+    p = prefix
+    visible = (
+        Q(**{f"{p}restricted": False})
+        | Q(**{f"{p}knowledge_base__in": owned})
+        | Q(**{f"{p}pk__in": Document.objects.filter(visible_to_users=user).values("pk")})
+        | Q(
+            **{
+                f"{p}pk__in": Document.objects.filter(
+                    visible_to_groups__in=user.groups.all()
+                ).values("pk")
+            }
+        )
+    )
+    reviewed = (
+        Q(**{f"{p}review_status": ReviewStatus.APPROVED})
+        | Q(**{f"{p}knowledge_base__in": edited})
+        | Q(**{f"{p}uploaded_by": user})
+    )
+    return visible & reviewed
+
+
+def visible_documents(*, user, write: bool = False):
+    """The documents `user` may read (write=True: in knowledge bases they may edit); the one
+    selector behind every read of documents other than recall. user None: the system."""
+    if user is None:
+        return Document.objects.all()
+    return Document.objects.filter(
+        visible_condition(user=user),
+        knowledge_base__in=knowledge_bases_for(user=user, write=write),
+    )
+
+
 def documents_for(*, user):
-    return Document.objects.filter(knowledge_base__in=knowledge_bases_for(user=user))
+    return visible_documents(user=user)
 
 
 def document_get(*, user, pk: int, write: bool = False) -> Document:
-    qs = Document.objects.filter(knowledge_base__in=knowledge_bases_for(user=user, write=write))
+    """The document, or 404 whether it does not exist or the user may not see it (the same
+    answer for both: a restricted document's existence is not revealed)."""
+    qs = visible_documents(user=user, write=write)
     try:
         return qs.select_related("knowledge_base").get(pk=pk)
     except (Document.DoesNotExist, ValueError, TypeError):
@@ -68,7 +123,19 @@ def document_get(*, user, pk: int, write: bool = False) -> Document:
 
 
 def chunks_for(*, user):
-    return Chunk.objects.filter(knowledge_base__in=knowledge_bases_for(user=user))
+    return Chunk.objects.filter(
+        visible_condition(user=user, prefix="document__"),
+        knowledge_base__in=knowledge_bases_for(user=user),
+    )
+
+
+def visible_document_ids(*, user, ids: Iterable[int]) -> set[int]:
+    """Which of these document ids `user` may read (filters stored sources, e.g. of a
+    conversation, after a document was restricted)."""
+    ids = {i for i in ids if isinstance(i, int)}
+    if not ids:
+        return set()
+    return set(visible_documents(user=user).filter(pk__in=ids).values_list("pk", flat=True))
 
 
 # --- the ingestion queue -------------------------------------------------------------------
@@ -125,7 +192,8 @@ def queue_positions(*, document_ids: Iterable[int]) -> dict[int, QueuePlace]:
     if not wanted:
         return {}
     queued = list(
-        Document.objects.filter(status=DocumentStatus.QUEUED)
+        # Contributions waiting for review are "queued" but not in the ingestion queue.
+        Document.objects.filter(status=DocumentStatus.QUEUED, review_status=ReviewStatus.APPROVED)
         .order_by("updated_at", "pk")
         .values_list("pk", "size")
     )

@@ -34,7 +34,15 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from ingestion.chunking import ChunkDraft, ChunkSizes, chunk_sections
-from ingestion.models import Chunk, ChunkEmbedding, Document, DocumentStatus, KnowledgeBase
+from ingestion.models import (
+    Chunk,
+    ChunkEmbedding,
+    Document,
+    DocumentStatus,
+    KnowledgeBase,
+    ReviewStatus,
+    Role,
+)
 from retrieval.backends import get_embedder
 from retrieval.text import TS_CONFIG, segment
 
@@ -143,8 +151,12 @@ def document_create(
     uploaded_by=None,
     source_url: str = "",
     enqueue: bool = True,
+    tags: list[str] | None = None,
+    meta: dict | None = None,
+    visible_to: DocumentVisibility | None = None,
 ) -> UploadResult:
     """Store an uploaded file as a queued Document (or find the identical one already there).
+    `tags`, `meta` and `visible_to` are validated by the caller (ingestion.documents).
 
     The row is inserted before the file is written: when the same content arrives twice at
     once, the unique (knowledge base, content hash) constraint refuses the second insert and
@@ -185,12 +197,19 @@ def document_create(
         size=size,
         content_hash=content_hash,
         uploaded_by=uploaded_by,
+        tags=list(tags or []),
+        meta=dict(meta or {}),
+        review_status=review_status_for(knowledge_base=knowledge_base, user=uploaded_by),
     )
+    # A contribution waiting for review is not indexed: approving it queues it (review.py).
+    enqueue = enqueue and document.review_status == ReviewStatus.APPROVED
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction stays usable
             document.save()
             document.file.save(name, File(fileobj, name=name), save=False)
             document.save(update_fields=["file"])
+            if visible_to is not None:
+                document_set_visibility(document=document, visible_to=visible_to)
             if enqueue:
                 document_enqueue(document=document)
     except IntegrityError:
@@ -203,6 +222,24 @@ def document_create(
         _discard_file(document)
         raise
     return UploadResult(document, True)
+
+
+@dataclass(frozen=True)
+class DocumentVisibility:
+    """Who may see a restricted document (users and groups among the knowledge base's
+    members); None on a document means it is not restricted."""
+
+    users: tuple = ()  # User objects
+    groups: tuple = ()  # django.contrib.auth Group objects
+
+
+def document_set_visibility(*, document: Document, visible_to: DocumentVisibility | None) -> None:
+    """Restrict a document to these users and groups, or lift the restriction (None)."""
+    with transaction.atomic():
+        document.restricted = visible_to is not None
+        document.save(update_fields=["restricted", "updated_at"])
+        document.visible_to_users.set(visible_to.users if visible_to else [])
+        document.visible_to_groups.set(visible_to.groups if visible_to else [])
 
 
 def _discard_file(document: Document) -> None:
@@ -223,6 +260,7 @@ def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploade
     except ParseError as exc:
         raise UploadRejected(str(exc)) from exc
     placeholder = hashlib.sha256(f"url:{url}".encode()).hexdigest()
+    review_status = review_status_for(knowledge_base=knowledge_base, user=uploaded_by)
     document, created = Document.objects.get_or_create(
         knowledge_base=knowledge_base,
         content_hash=placeholder,
@@ -231,10 +269,24 @@ def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploade
             "source_url": url,
             "mime_type": "text/html",
             "uploaded_by": uploaded_by,
+            "review_status": review_status,
         },
     )
-    document_enqueue(document=document, force=not created)
+    # Pending pages wait for review; a contributor adding a page again does not re-fetch it.
+    if document.review_status == ReviewStatus.APPROVED == review_status:
+        document_enqueue(document=document, force=not created)
     return document
+
+
+def review_status_for(*, knowledge_base: KnowledgeBase, user) -> str:
+    """A new document's review status: pending when the knowledge base requires review and
+    the uploader is a contributor there; editors' and owners' uploads (and the system's,
+    user None) are approved at once."""
+    if not knowledge_base.require_review or user is None:
+        return ReviewStatus.APPROVED
+    if knowledge_base.role_of(user) in (Role.OWNER, Role.EDITOR):
+        return ReviewStatus.APPROVED
+    return ReviewStatus.PENDING
 
 
 def document_enqueue(*, document: Document, force: bool = False) -> None:

@@ -25,19 +25,37 @@ from ingestion.chunk_editing import (
     editable_chunk_get,
     manual_edits,
 )
+from ingestion.documents import (
+    InvalidMetadata,
+    clean_tags,
+    document_set_metadata,
+    meta_as_lines,
+    parse_meta_lines,
+)
 from ingestion.forms import (
+    GroupMemberForm,
     KnowledgeBaseForm,
     KnowledgeBaseSettingsForm,
     MemberForm,
     ThresholdForm,
     UrlForm,
 )
-from ingestion.models import Chunk, Document, DocumentStatus, Membership, Role
+from ingestion.models import (
+    Chunk,
+    Document,
+    DocumentStatus,
+    GroupMembership,
+    Membership,
+    ReviewStatus,
+    Role,
+)
+from ingestion.review import ReviewError, document_approve, document_reject, pending_documents
 from ingestion.selectors import (
     document_get,
     knowledge_base_get,
     knowledge_bases_for,
     queue_positions,
+    visible_documents,
 )
 from ingestion.services import (
     UploadRejected,
@@ -47,6 +65,7 @@ from ingestion.services import (
     document_enqueue,
     knowledge_base_delete,
 )
+from ragapp.audit import audit_record, audit_role_grant, audit_settings, form_changes
 from ragapp.validation import storable_text
 
 
@@ -108,6 +127,8 @@ def kb_detail(request, pk: int):
             "kb": kb,
             "role": role,
             "can_edit": role in (Role.OWNER, Role.EDITOR),
+            # Contributors add documents too (reviewed first when the knowledge base asks).
+            "can_upload": role in (Role.OWNER, Role.EDITOR, Role.CONTRIBUTOR),
             "is_owner": role == Role.OWNER,
             "url_form": UrlForm(),
             "max_upload_mb": settings.RAG_MAX_UPLOAD_BYTES // (1024 * 1024),
@@ -123,7 +144,9 @@ def kb_documents(request, pk: int):
     """Status and progress of every document, polled by the portal page."""
     kb = knowledge_base_get(user=request.user, pk=pk)
     docs = list(
-        kb.documents.annotate(
+        visible_documents(user=request.user)
+        .filter(knowledge_base=kb)
+        .annotate(
             n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
             n_edited=Count("chunks", filter=Q(chunks__edited=True)),
         )
@@ -147,6 +170,10 @@ def kb_documents(request, pk: int):
                     # The portal asks before a re-ingest replaces these.
                     "manual_edits": manual_edits(document=d, edited=d.n_edited),
                     "source_url": d.source_url,
+                    # Contributions: "pending" (waiting for review) or "rejected" (+ reason).
+                    "review_status": d.review_status,
+                    "review_label": d.get_review_status_display(),
+                    "review_reason": d.review_reason,
                     "updated_at": d.updated_at.isoformat(),
                 }
                 for d in docs
@@ -158,9 +185,16 @@ def kb_documents(request, pk: int):
 @login_required
 @require_POST
 def kb_upload(request, pk: int):
-    kb = knowledge_base_get(user=request.user, pk=pk, write=True)
+    kb = knowledge_base_get(user=request.user, pk=pk, upload=True)
     files = request.FILES.getlist("files")
     accepted, refused = [], []
+    tags, meta = [], {}
+    try:  # optional: tags comma-separated, metadata key=value per line
+        tags = clean_tags(request.POST.get("tags", ""))
+        meta = parse_meta_lines(request.POST.get("meta", ""))
+    except InvalidMetadata as exc:
+        refused.append({"name": "", "error": str(exc)})
+        files = []
     too_many = len(files) > settings.RAG_MAX_FILES_PER_UPLOAD
     if too_many:
         refused.append(
@@ -175,13 +209,26 @@ def kb_upload(request, pk: int):
         try:
             with transaction.atomic():
                 result = document_create(
-                    knowledge_base=kb, fileobj=upload, name=upload.name, uploaded_by=request.user
+                    knowledge_base=kb,
+                    fileobj=upload,
+                    name=upload.name,
+                    uploaded_by=request.user,
+                    tags=tags,
+                    meta=meta,
                 )
+                if result.created:
+                    audit_record(request=request, action="document.upload", obj=result.document)
         except UploadRejected as exc:
             refused.append({"name": upload.name, "error": str(exc)})
             continue
         if result.created:
-            accepted.append({"id": result.document.pk, "name": upload.name})
+            accepted.append(
+                {
+                    "id": result.document.pk,
+                    "name": upload.name,
+                    "review_status": result.document.review_status,
+                }
+            )
         else:
             refused.append({"name": upload.name, "error": result.error})
     if (
@@ -194,26 +241,36 @@ def kb_upload(request, pk: int):
         )
     for item in refused:
         messages.error(request, item["error"])
-    if accepted:
-        messages.success(request, _("%(n)d file(s) queued.") % {"n": len(accepted)})
+    pending = sum(item["review_status"] == ReviewStatus.PENDING for item in accepted)
+    if pending:
+        messages.success(request, _("%(n)d file(s) sent for review.") % {"n": pending})
+    if len(accepted) > pending:
+        messages.success(request, _("%(n)d file(s) queued.") % {"n": len(accepted) - pending})
     return redirect("kb_detail", pk=kb.pk)
 
 
 @login_required
 @require_POST
 def kb_add_url(request, pk: int):
-    kb = knowledge_base_get(user=request.user, pk=pk, write=True)
+    kb = knowledge_base_get(user=request.user, pk=pk, upload=True)
     form = UrlForm(request.POST)
     if form.is_valid():
         try:
             with transaction.atomic():
-                document_create_from_url(
+                document = document_create_from_url(
                     knowledge_base=kb, url=form.cleaned_data["url"], uploaded_by=request.user
                 )
+                audit_record(request=request, action="document.upload", obj=document)
         except UploadRejected as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, _("The page is queued for fetching."))
+            pending = document.review_status == ReviewStatus.PENDING
+            messages.success(
+                request,
+                _("The page is sent for review.")
+                if pending
+                else _("The page is queued for fetching."),
+            )
     else:
         messages.error(request, _("Enter a valid http(s) address."))
     return redirect("kb_detail", pk=kb.pk)
@@ -223,6 +280,9 @@ def kb_add_url(request, pk: int):
 @require_POST
 def document_retry(request, pk: int):
     document = document_get(user=request.user, pk=pk, write=True)
+    if document.review_status != ReviewStatus.APPROVED:
+        # Indexing a contribution is approving it: that goes through the review queue.
+        raise PermissionDenied(_("This document is not approved."))
     with transaction.atomic():
         document_enqueue(document=document, force=True)
     if request.headers.get("x-requested-with") == "XMLHttpRequest":
@@ -237,6 +297,7 @@ def document_remove(request, pk: int):
     document = document_get(user=request.user, pk=pk, write=True)
     kb_id = document.knowledge_base_id
     with transaction.atomic():
+        audit_record(request=request, action="document.delete", obj=document)
         document_delete(document=document)
     if request.headers.get("x-requested-with") == "XMLHttpRequest":
         return JsonResponse({"ok": True})
@@ -307,8 +368,75 @@ def document_view(request, pk: int):
             "highlight": highlight,
             "can_edit": role in (Role.OWNER, Role.EDITOR),
             "manual_edits": manual_edits(document=document),
+            "meta_lines": meta_as_lines(document.meta),
+            **(_visibility_context(document) if role in (Role.OWNER, Role.EDITOR) else {}),
         },
     )
+
+
+def _visibility_context(document) -> dict:
+    """The "Visible to" form's choices: the knowledge base's members other than its owner
+    (owners always see everything), and its groups."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    kb = document.knowledge_base
+    users = (
+        get_user_model()
+        .objects.filter(kb_memberships__knowledge_base=kb)
+        .exclude(pk=kb.owner_id)
+        .order_by("username")
+        .distinct()
+    )
+    return {
+        "visibility_users": users,
+        "visibility_groups": Group.objects.filter(kb_memberships__knowledge_base=kb).order_by(
+            "name"
+        ),
+        "visible_user_ids": set(document.visible_to_users.values_list("pk", flat=True)),
+        "visible_group_ids": set(document.visible_to_groups.values_list("pk", flat=True)),
+    }
+
+
+@login_required
+@require_POST
+def document_visibility(request, pk: int):
+    """Editors and owners restrict the document to some members, or open it to everyone."""
+    from ingestion.services import document_set_visibility
+    from ingestion.visibility import InvalidVisibility, visibility_from
+
+    document = document_get(user=request.user, pk=pk, write=True)
+    value = None
+    if request.POST.get("restricted"):
+        value = {"users": request.POST.getlist("users"), "groups": request.POST.getlist("groups")}
+    try:
+        visibility = visibility_from(knowledge_base=document.knowledge_base, value=value)
+    except InvalidVisibility as exc:
+        messages.error(request, str(exc))
+    else:
+        with transaction.atomic():
+            document_set_visibility(document=document, visible_to=visibility)
+            audit_record(request=request, action="document.visibility", obj=document)
+        messages.success(request, _("Visibility saved."))
+    return redirect("document_view", pk=document.pk)
+
+
+@login_required
+@require_POST
+def document_metadata(request, pk: int):
+    """Editors and owners replace the document's tags and key=value metadata."""
+    document = document_get(user=request.user, pk=pk, write=True)
+    try:
+        document_set_metadata(
+            document=document,
+            tags=clean_tags(request.POST.get("tags", "")),
+            meta=parse_meta_lines(request.POST.get("meta", "")),
+        )
+    except InvalidMetadata as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Metadata saved."))
+    return redirect("document_view", pk=document.pk)
 
 
 def _back_to(request, chunk_id: int | None, document_id: int):
@@ -421,7 +549,9 @@ def kb_settings(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     form = KnowledgeBaseSettingsForm(request.POST or None, instance=kb)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            audit_settings(request=request, knowledge_base=kb, changes=form_changes(form))
         messages.success(request, _("Saved."))
         return redirect("kb_detail", pk=kb.pk)
     defaults = {lang: abstention_model().entry(lang)["threshold"] for lang in ("en", "zh")}
@@ -444,7 +574,9 @@ def kb_delete(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     if request.method == "POST":
         name = kb.name
-        knowledge_base_delete(knowledge_base=kb)
+        with transaction.atomic():
+            audit_record(request=request, action="knowledge_base.delete", obj=kb, knowledge_base=kb)
+            knowledge_base_delete(knowledge_base=kb)
         messages.success(request, _("Knowledge base %(name)s deleted.") % {"name": name})
         return redirect("kb_list")
     stats = kb.documents.aggregate(n=Count("pk"), size=Sum("size"))
@@ -455,19 +587,39 @@ def kb_delete(request, pk: int):
 
 @login_required
 def kb_members(request, pk: int):
-    """Any member sees who else is in; the owner adds users and changes roles."""
+    """Any member sees who else is in; the owner adds users and groups and changes roles."""
     kb = knowledge_base_get(user=request.user, pk=pk)
     is_owner = kb.role_of(request.user) == Role.OWNER
-    form = MemberForm(request.POST or None, knowledge_base=kb)
+    # The two forms post here; the group form's fields carry its prefix.
+    posted_group = request.method == "POST" and "group-group" in request.POST
+    form = MemberForm(
+        request.POST if request.method == "POST" and not posted_group else None,
+        knowledge_base=kb,
+    )
+    group_form = GroupMemberForm(request.POST if posted_group else None, prefix="group")
     if request.method == "POST":
         if not is_owner:
             raise PermissionDenied(_("Only the owners of this knowledge base can do this."))
-        if form.is_valid():
-            Membership.objects.update_or_create(
-                knowledge_base=kb,
-                user=form.cleaned_data["user"],
-                defaults={"role": form.cleaned_data["role"]},
+        if posted_group and group_form.is_valid():
+            group, role = group_form.cleaned_data["group"], group_form.cleaned_data["role"]
+            with transaction.atomic():
+                audit_role_grant(request=request, knowledge_base=kb, grantee=group, role=role)
+                GroupMembership.objects.update_or_create(
+                    knowledge_base=kb, group=group, defaults={"role": role}
+                )
+            messages.success(
+                request,
+                _("Members of %(group)s can now use this knowledge base as %(role)s.")
+                % {"group": group.name, "role": Role(role).label},
             )
+            return redirect("kb_members", pk=kb.pk)
+        if not posted_group and form.is_valid():
+            user, role = form.cleaned_data["user"], form.cleaned_data["role"]
+            with transaction.atomic():
+                audit_role_grant(request=request, knowledge_base=kb, grantee=user, role=role)
+                Membership.objects.update_or_create(
+                    knowledge_base=kb, user=user, defaults={"role": role}
+                )
             messages.success(
                 request,
                 _("%(user)s can now use this knowledge base as %(role)s.")
@@ -478,10 +630,18 @@ def kb_members(request, pk: int):
             )
             return redirect("kb_members", pk=kb.pk)
     members = kb.memberships.select_related("user").order_by("user__username")
+    groups = kb.group_memberships.select_related("group").order_by("group__name")
     return render(
         request,
         "ingestion/kb_members.html",
-        {"kb": kb, "form": form, "members": members, "is_owner": is_owner},
+        {
+            "kb": kb,
+            "form": form,
+            "group_form": group_form,
+            "members": members,
+            "groups": groups,
+            "is_owner": is_owner,
+        },
     )
 
 
@@ -490,8 +650,34 @@ def kb_members(request, pk: int):
 def kb_member_remove(request, pk: int, member_pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     membership = get_object_or_404(Membership, pk=member_pk, knowledge_base=kb)
-    membership.delete()
+    with transaction.atomic():
+        membership.delete()
+        audit_record(
+            request=request,
+            action="member.remove",
+            obj=membership.user,
+            knowledge_base=kb,
+            details={"role": membership.role},
+        )
     messages.success(request, _("%(user)s removed.") % {"user": membership.user.username})
+    return redirect("kb_members", pk=kb.pk)
+
+
+@login_required
+@require_POST
+def kb_group_remove(request, pk: int, grant_pk: int):
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    grant = get_object_or_404(GroupMembership, pk=grant_pk, knowledge_base=kb)
+    with transaction.atomic():
+        grant.delete()
+        audit_record(
+            request=request,
+            action="member.remove",
+            obj=grant.group,
+            knowledge_base=kb,
+            details={"role": grant.role},
+        )
+    messages.success(request, _("Group %(group)s removed.") % {"group": grant.group.name})
     return redirect("kb_members", pk=kb.pk)
 
 
@@ -502,10 +688,70 @@ def kb_thresholds(request, pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     form = ThresholdForm(request.POST, instance=kb)
     if form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            audit_settings(request=request, knowledge_base=kb, changes=form_changes(form))
         messages.success(request, _("Thresholds saved."))
     else:
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
     return _redirect_back(request, redirect("hit_test", pk=kb.pk))
+
+
+# --- review of contributions (ingestion.review) --------------------------------------------
+
+
+@login_required
+@require_GET
+def kb_review(request, pk: int):
+    """The review queue: contributions waiting for an editor or owner (404 for others)."""
+    kb = knowledge_base_get(user=request.user, pk=pk, write=True)
+    return render(
+        request,
+        "ingestion/review_queue.html",
+        {
+            "kb": kb,
+            "documents": pending_documents(knowledge_base=kb, reviewer=request.user),
+            "is_owner": kb.role_of(request.user) == Role.OWNER,
+        },
+    )
+
+
+@login_required
+@require_POST
+def document_approve_view(request, pk: int):
+    # write=True: only the knowledge base's editors and owners review (others get 404).
+    document = document_get(user=request.user, pk=pk, write=True)
+    try:
+        with transaction.atomic():
+            document = document_approve(document=document, reviewer=request.user)
+            audit_record(request=request, action="document.approve", obj=document)
+    except ReviewError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, _("%(name)s is approved and queued.") % {"name": document.original_name}
+        )
+    return redirect("kb_review", pk=document.knowledge_base_id)
+
+
+@login_required
+@require_POST
+def document_reject_view(request, pk: int):
+    document = document_get(user=request.user, pk=pk, write=True)
+    reason = request.POST.get("reason", "")
+    try:
+        with transaction.atomic():
+            document = document_reject(document=document, reviewer=request.user, reason=reason)
+            audit_record(
+                request=request,
+                action="document.reject",
+                obj=document,
+                details={"reason": document.review_reason},
+            )
+    except ReviewError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("%(name)s is rejected.") % {"name": document.original_name})
+    return redirect("kb_review", pk=document.knowledge_base_id)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from ragapp.models import ApiToken, User
+from ragapp.models import ApiToken, AuditEvent, User
 
 
 class ApiTokenInline(admin.TabularInline):
@@ -30,4 +30,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is only appended to, by the application (ragapp.audit)."""
+
+    list_display = ("created_at", "actor_name", "action", "object_label", "knowledge_base_id", "ip")
+    list_filter = ("action", "created_at")
+    search_fields = ("actor_name", "object_label", "ip")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -124,6 +124,7 @@ RAG_PASSWORD_RESET_PER_HOUR = env.int("RAG_PASSWORD_RESET_PER_HOUR", default=3)
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
     "django.contrib.auth.backends.ModelBackend",
+    "ragapp.oidc.OidcBackend",  # single sign-on (below); does nothing unless configured
 ]
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_FAILURE_LIMIT = env.int("RAG_LOGIN_FAILURE_LIMIT", default=5)
@@ -136,6 +137,37 @@ AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 # Leave 0 when clients connect directly: the header is then written by the client itself.
 RAG_TRUSTED_PROXIES = env.int("RAG_TRUSTED_PROXIES", default=0)
 AXES_CLIENT_IP_CALLABLE = "ragapp.client_ip.client_ip"
+
+# Single sign-on with OpenID Connect (ragapp/oidc.py): on when the client id, its secret and
+# the issuer are set (endpoints come from the issuer's discovery document at the first
+# sign-in, or from the *_ENDPOINT variables). The secret is read from the environment only.
+RAG_OIDC_ISSUER: str = env.str("RAG_OIDC_ISSUER", default="")
+RAG_OIDC_CLIENT_ID: str = env.str("RAG_OIDC_CLIENT_ID", default="")
+RAG_OIDC_CLIENT_SECRET: str = env.str("RAG_OIDC_CLIENT_SECRET", default="")
+RAG_OIDC_AUTHORIZATION_ENDPOINT: str = env.str("RAG_OIDC_AUTHORIZATION_ENDPOINT", default="")
+RAG_OIDC_TOKEN_ENDPOINT: str = env.str("RAG_OIDC_TOKEN_ENDPOINT", default="")
+RAG_OIDC_USERINFO_ENDPOINT: str = env.str("RAG_OIDC_USERINFO_ENDPOINT", default="")
+RAG_OIDC_JWKS_ENDPOINT: str = env.str("RAG_OIDC_JWKS_ENDPOINT", default="")
+RAG_OIDC_NAME: str = env.str("RAG_OIDC_NAME", default="")  # button text: "Log in with ..."
+RAG_OIDC_SCOPES: str = env.str("RAG_OIDC_SCOPES", default="openid email profile")
+RAG_OIDC_SIGN_ALGO: str = env.str("RAG_OIDC_SIGN_ALGO", default="RS256")
+# The claim that names the account (preferred_username falls back to email); use "sub"
+# where the provider lets users change their username.
+RAG_OIDC_USERNAME_CLAIM: str = env.str("RAG_OIDC_USERNAME_CLAIM", default="preferred_username")
+# A claim listing group names (e.g. "groups"): each sign-in makes the user's Django groups
+# exactly these. Empty: groups are left as they are.
+RAG_OIDC_GROUPS_CLAIM: str = env.str("RAG_OIDC_GROUPS_CLAIM", default="")
+RAG_OIDC_TIMEOUT: float = env.float("RAG_OIDC_TIMEOUT", default=10.0)
+_oidc_endpoints = [RAG_OIDC_AUTHORIZATION_ENDPOINT, RAG_OIDC_TOKEN_ENDPOINT, RAG_OIDC_JWKS_ENDPOINT]
+RAG_OIDC_ENABLED: bool = bool(RAG_OIDC_ISSUER or RAG_OIDC_CLIENT_ID or any(_oidc_endpoints))
+if RAG_OIDC_ENABLED and not (
+    RAG_OIDC_CLIENT_ID and RAG_OIDC_CLIENT_SECRET and (RAG_OIDC_ISSUER or all(_oidc_endpoints))
+):
+    raise ImproperlyConfigured(
+        "Single sign-on is partly configured: RAG_OIDC_CLIENT_ID, RAG_OIDC_CLIENT_SECRET and "
+        "RAG_OIDC_ISSUER (or RAG_OIDC_AUTHORIZATION_ENDPOINT, RAG_OIDC_TOKEN_ENDPOINT and "
+        "RAG_OIDC_JWKS_ENDPOINT) must all be set."
+    )
 
 ROOT_URLCONF = "ragapp.urls"
 WSGI_APPLICATION = "ragapp.wsgi.application"
@@ -155,6 +187,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ragapp.oidc.login_context",
             ],
         },
     },

@@ -22,8 +22,11 @@ urlpatterns = [
         name="password_reset",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("oidc/", include("ragapp.oidc")),  # single sign-on; 404 unless RAG_OIDC_* is set
     path("i18n/", include("django.conf.urls.i18n")),
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
     path("kb/<int:pk>/dashboard/", views.kb_dashboard, name="kb_dashboard"),
     path("kb/<int:pk>/qa-pairs", views.kb_qa_pairs, name="kb_qa_pairs"),
     path("", include("ingestion.urls")),

@@ -1,6 +1,10 @@
+import json
+
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
@@ -8,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from ingestion.models import KnowledgeBase, Role
 from ingestion.selectors import knowledge_base_get
+from ragapp.audit import ACTIONS, AuditFilterForm, audit_csv_rows, audit_events, audit_record
 from ragapp.dashboard import (
     PERCENTILES,
     Bar,
@@ -193,14 +198,67 @@ def api_tokens(request):
             token_id = parse_int(request.POST["revoke"])
             if token_id is None:
                 return HttpResponseBadRequest(_("That is not a token id."))
-            ApiToken.objects.filter(user=request.user, pk=token_id, revoked_at__isnull=True).update(
-                revoked_at=timezone.now()
-            )
+            with transaction.atomic():
+                token = ApiToken.objects.filter(
+                    user=request.user, pk=token_id, revoked_at__isnull=True
+                ).first()
+                if token is not None:
+                    token.revoked_at = timezone.now()
+                    token.save(update_fields=["revoked_at"])
+                    audit_record(request=request, action="token.revoke", obj=token)
             return redirect("api_tokens")
         name = storable_text(request.POST.get("name") or "").strip()
-        _token, new_token = ApiToken.issue(request.user, name)
+        with transaction.atomic():
+            token, new_token = ApiToken.issue(request.user, name)
+            audit_record(request=request, action="token.create", obj=token)
     tokens = ApiToken.objects.filter(user=request.user)
     return render(request, "ragapp/api_tokens.html", {"tokens": tokens, "new_token": new_token})
+
+
+def _filtered_audit_events(request):
+    """Staff only (anyone else gets a 404): the audit events the GET filters select."""
+    if not request.user.is_staff:
+        raise Http404
+    form = AuditFilterForm(request.GET)
+    form.is_valid()  # a filter that does not parse is left out of cleaned_data (and shown)
+    filters = form.cleaned_data
+    events = audit_events(
+        action=filters.get("action") or "",
+        user=(filters.get("user") or "").strip(),
+        knowledge_base=filters.get("knowledge_base"),
+        date_from=filters.get("date_from"),
+        date_to=filters.get("date_to"),
+    )
+    return form, events
+
+
+@login_required
+@require_GET
+def audit_log(request):
+    form, events = _filtered_audit_events(request)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    for event in page:
+        event.action_label = ACTIONS.get(event.action, event.action)
+        event.details_text = json.dumps(event.details, ensure_ascii=False, default=str)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "ragapp/audit.html",
+        {"form": form, "page": page, "query": query.urlencode()},
+    )
+
+
+@login_required
+@require_GET
+def audit_export(request):
+    """The audit events the filters select as CSV, streamed (the log can be long)."""
+    _form, events = _filtered_audit_events(request)
+    response = StreamingHttpResponse(
+        audit_csv_rows(events.iterator(chunk_size=2000)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+    return response
 
 
 @login_required

@@ -39,8 +39,10 @@ def dense_search(
     k: int,
     ef_search: int | None = None,
     document_ids: Sequence[int] | None = None,
+    scope=None,
 ) -> list[Hit]:
-    """Nearest chunks by cosine similarity, through the embedder's partial HNSW index."""
+    """Nearest chunks by cosine similarity, through the embedder's partial HNSW index.
+    `scope` (ingestion.scope.DocumentScope) limits the documents inside the SQL."""
     kb_ids = _kb_ids(knowledge_bases)
     if not kb_ids or k <= 0:
         return []
@@ -53,6 +55,10 @@ def dense_search(
     if document_ids is not None:
         doc_filter = "AND c.document_id = ANY(%s)"
         params.append(list(document_ids))
+    if scope is not None:
+        scope_sql, scope_params = scope.recall_sql()
+        doc_filter += f" {scope_sql}"
+        params += scope_params
     params += [literal, k]
     sql = f"""
         SELECT e.chunk_id, (e.embedding::vector({dim})) <=> %s::vector({dim}) AS distance
@@ -99,6 +105,7 @@ def keyword_search(
     query: str,
     k: int,
     document_ids: Sequence[int] | None = None,
+    scope=None,
 ) -> list[Hit]:
     """Okapi BM25 over the jieba-segmented full-text column, computed in PostgreSQL.
 
@@ -113,22 +120,25 @@ def keyword_search(
     doc_filter, doc_params = "", []
     if document_ids is not None:
         doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
+    if scope is not None:
+        scope_sql, scope_params = scope.recall_sql()
+        doc_filter, doc_params = f"{doc_filter} {scope_sql}", doc_params + scope_params
     # A disabled chunk (chunk management) is never recalled, nor counted in the statistics.
-    scope = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled {doc_filter}"
+    where = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled {doc_filter}"
     counts = ", ".join(
         "count(*) FILTER (WHERE c.search_vector @@ to_tsquery('simple', %s))" for _ in lexemes
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT count(*), coalesce(avg(c.search_length), 0) FROM ingestion_chunk c "
-            f"WHERE {scope}",
+            f"WHERE {where}",
             [kb_ids, *doc_params],
         )
         total, avg_length = cursor.fetchone()
         if not total:
             return []
         cursor.execute(
-            f"SELECT {counts} FROM ingestion_chunk c WHERE {scope} "
+            f"SELECT {counts} FROM ingestion_chunk c WHERE {where} "
             "AND c.search_vector @@ to_tsquery('simple', %s)",
             ["'" + lex.replace("'", "''") + "'" for lex in lexemes]
             + [kb_ids, *doc_params, tsquery],
@@ -140,7 +150,7 @@ def keyword_search(
             WITH q AS (SELECT * FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)),
             m AS (
                 SELECT c.id, c.search_vector, c.search_length FROM ingestion_chunk c
-                WHERE {scope} AND c.search_vector @@ to_tsquery('simple', %s)
+                WHERE {where} AND c.search_vector @@ to_tsquery('simple', %s)
             )
             SELECT m.id, sum(
                 q.idf * (u.tf * ({BM25_K1} + 1))
@@ -161,7 +171,7 @@ def keyword_search(
         return [Hit(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
 
 
-def absent_words(*, knowledge_bases: Sequence, query: str) -> tuple[list[str], int]:
+def absent_words(*, knowledge_bases: Sequence, query: str, scope=None) -> tuple[list[str], int]:
     """The query's words that no searchable chunk of the knowledge bases contains (as keyword
     search normalises them: stemmed, stop words dropped, jieba for Chinese), and how many
     words were looked up. A question about something the documents never mention ("What is
@@ -175,18 +185,19 @@ def absent_words(*, knowledge_bases: Sequence, query: str) -> tuple[list[str], i
     # A word written apart in the question may be one word in the text ("back up" /
     # "backup", "log in" / "login"): the joined neighbours are looked up too.
     pairs = {f"{a}{b}": (a, b) for a, b in zip(tokens, tokens[1:], strict=False) if a.isascii()}
+    scope_sql, scope_params = scope.recall_sql() if scope is not None else ("", [])
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT t.token, NOT EXISTS (
                 SELECT 1 FROM ingestion_chunk c
                 WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled
-                  AND c.search_vector @@ plainto_tsquery(%s::regconfig, t.token)
+                  AND c.search_vector @@ plainto_tsquery(%s::regconfig, t.token) {scope_sql}
             )
             FROM unnest(%s::text[]) AS t(token)
             WHERE numnode(plainto_tsquery(%s::regconfig, t.token)) > 0
             """,
-            [kb_ids, TS_CONFIG, tokens + list(pairs), TS_CONFIG],
+            [kb_ids, TS_CONFIG, *scope_params, tokens + list(pairs), TS_CONFIG],
         )
         rows = dict(cursor.fetchall())
     joined = {w for pair, words in pairs.items() if rows.get(pair) is False for w in words}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from ingestion.models import Chunk
+from ingestion.scope import DocumentScope, document_scope
 from retrieval.backends import get_embedder, get_reranker
 from retrieval.cutoffs import Cutoffs, apply_cutoffs
 from retrieval.fusion import fuse, stage_weights
@@ -26,6 +27,7 @@ class SearchResult:
     cutoffs: Cutoffs
     reranker: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scope: DocumentScope = field(default_factory=DocumentScope)  # what recall could read
 
 
 def embedders_of(knowledge_bases: Sequence) -> list[str]:
@@ -46,9 +48,16 @@ def recall(
     embedders: Sequence[str] | None = None,
     document_ids: Sequence[int] | None = None,
     timings: dict | None = None,
+    user=None,
+    filters: dict | None = None,
+    scope=None,
 ) -> list[Candidate]:
-    """Stage one over knowledge bases the caller has already scoped to the user."""
+    """Stage one over knowledge bases the caller has already scoped to the user. Inside
+    them, only the documents `user` may read that match `filters` are searched, in SQL
+    (ingestion.scope): user None is the system itself (evaluation, benchmarks)."""
     knowledge_bases = list(knowledge_bases)
+    if scope is None:
+        scope = document_scope(user=user, knowledge_bases=knowledge_bases, filters=filters)
     if not knowledge_bases or not query.strip():
         return []
     if k is None:
@@ -78,10 +87,15 @@ def recall(
                 vector=vector,
                 k=k,
                 document_ids=document_ids,
+                scope=scope,
             )
     if keyword:
         lists["keyword"] = keyword_search(
-            knowledge_bases=knowledge_bases, query=query, k=k, document_ids=document_ids
+            knowledge_bases=knowledge_bases,
+            query=query,
+            k=k,
+            document_ids=document_ids,
+            scope=scope,
         )
     fused = fuse(lists, query=query, k=sum(len(h) for h in lists.values()), weights=weights)
     candidates = load_candidates(collapse_by_context(fused)[:k], lists)
@@ -211,11 +225,15 @@ def search(
     embedders: Sequence[str] | None = None,
     document_ids: Sequence[int] | None = None,
     support: bool = True,
+    user=None,
+    filters: dict | None = None,
 ) -> SearchResult:
     """Recall -> rerank -> cut-offs -> sentence support: the one ranking that hit testing,
-    `POST /api/v1/search` and the chat answer from."""
+    `POST /api/v1/search` and the chat answer from. `user` and `filters` scope the documents
+    inside recall (see `recall`)."""
     knowledge_bases = list(knowledge_bases)
     timings: dict[str, float] = {}
+    scope = document_scope(user=user, knowledge_bases=knowledge_bases, filters=filters)
     recalled = recall(
         knowledge_bases=knowledge_bases,
         query=query,
@@ -225,6 +243,7 @@ def search(
         embedders=embedders,
         document_ids=document_ids,
         timings=timings,
+        scope=scope,
     )
     if reranker is None:
         reranker = settings_for(knowledge_bases).reranker
@@ -245,5 +264,6 @@ def search(
         results=results,
         cutoffs=cutoffs,
         reranker=reranker,
+        scope=scope,
         timings_ms={k: round(v, 2) for k, v in timings.items()},
     )

@@ -4,6 +4,7 @@ recall list and the reranked list side by side with the cut-off line; and the ow
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ingestion.forms import ThresholdForm
 from ingestion.models import Role
+from ingestion.scope import InvalidFilter, parse_filters
 from ingestion.selectors import knowledge_base_get
 from ragapp.warmup import is_warming
 from retrieval.cutoffs import apply_cutoffs
@@ -49,8 +51,19 @@ def hit_test(request, pk: int):
     # After a restart the models may still be loading (ragapp.warmup): say so, and let the
     # page re-submit when they are ready, instead of a search that hangs with no feedback.
     context["warming"] = bool(query) and is_warming()
-    if query and not context["warming"]:
-        result = search(knowledge_bases=[kb], query=query, top_k=trial["top_k"])
+    filters, context["filters_text"] = None, (request.GET.get("filters") or "").strip()[:4000]
+    try:  # the metadata filter, in the filter language (ingestion.scope), as JSON
+        filters = parse_filters(json.loads(context["filters_text"] or "null"))
+    except ValueError as exc:  # InvalidFilter is a ValueError, as is bad JSON
+        context["filter_error"] = str(exc) if isinstance(exc, InvalidFilter) else _("Not JSON.")
+    if query and not context["warming"] and "filter_error" not in context:
+        result = search(
+            knowledge_bases=[kb],
+            query=query,
+            top_k=trial["top_k"],
+            user=request.user,
+            filters=filters,
+        )
         cutoffs = result.cutoffs
         if "min_score" in request.GET:
             cutoffs = replace(cutoffs, min_score=trial["min_score"])

@@ -1,7 +1,8 @@
 """The HTTP API under /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json, docs at
 /api/v1/docs). Every endpoint needs a personal token (Authorization: Bearer rag_...) and
 sees exactly what its user may see; other users' objects are 404, never 403 (a member is
-told 403 only on an owner-only endpoint of a knowledge base they can already see)."""
+told 403 only on an owner-only endpoint of a knowledge base they can already see, and any
+non-staff token on the staff-only /groups endpoints)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,10 @@ def _server_error(request, exc):
     return error(request, 500, "server_error", "Something went wrong on our side.")
 
 
-from ragapp.api import chat, chunks, knowledge, search  # noqa: E402
+from ragapp.api import chat, chunks, groups, knowledge, search  # noqa: E402
 
 api.add_router("/", knowledge.router)
 api.add_router("/", chunks.router)
 api.add_router("/", search.router)
 api.add_router("/", chat.router)
+api.add_router("/", groups.router)

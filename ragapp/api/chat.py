@@ -8,7 +8,7 @@ from chat.services import answer_question
 from chat.views import sse_response
 from ingestion.selectors import readable_knowledge_bases
 from ragapp.api.schemas import ChatIn, ConversationDetail, ConversationOut
-from ragapp.api.search import readable
+from ragapp.api.search import readable, request_filters
 
 router = Router(tags=["chat"])
 
@@ -17,6 +17,7 @@ router = Router(tags=["chat"])
 def chat(request, payload: ChatIn):
     """Ask; with `stream: true` the answer comes as server-sent events (status, sources,
     token..., done | error); otherwise one JSON object like the final `done` event."""
+    filters = request_filters(payload.filters)
     conversation = None
     if payload.conversation_id:
         conversation = conversation_get(user=request.user, pk=payload.conversation_id)
@@ -36,6 +37,7 @@ def chat(request, payload: ChatIn):
         knowledge_bases=kbs,
         question=payload.question,
         conversation=conversation,
+        filters=filters,
     )
     if payload.stream:
         return sse_response(events)

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import Count, Q
-from ninja import File, Query, Router, Status
+from ninja import File, Form, Query, Router, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from ingestion.chunk_editing import manual_edits
-from ingestion.models import Document, DocumentStatus, KnowledgeBase, Membership, Role
+from ingestion.documents import (
+    InvalidMetadata,
+    automatic_fields,
+    clean_meta,
+    clean_tags,
+    document_set_metadata,
+)
+from ingestion.models import (
+    Document,
+    DocumentStatus,
+    GroupMembership,
+    KnowledgeBase,
+    Membership,
+    ReviewStatus,
+    Role,
+)
+from ingestion.review import InvalidReason, ReviewError, document_approve, document_reject
 from ingestion.selectors import (
     QueuePlace,
     document_get,
     knowledge_base_get,
     knowledge_bases_for,
     queue_positions,
+    visible_documents,
 )
 from ingestion.services import (
     UnsupportedUpload,
@@ -27,17 +45,28 @@ from ingestion.services import (
     document_create_from_url,
     document_delete,
     document_enqueue,
+    document_set_visibility,
     knowledge_base_delete,
 )
+from ingestion.visibility import InvalidVisibility, visibility_from, visibility_out
 from ragapp.api.schemas import (
     DocumentOut,
+    DocumentPatch,
     KnowledgeBaseIn,
     KnowledgeBaseOut,
     KnowledgeBasePatch,
     MemberIn,
     MemberOut,
+    RejectIn,
     UploadOut,
     UrlIn,
+)
+from ragapp.audit import (
+    audit_grants_removed,
+    audit_record,
+    audit_role_grant,
+    audit_settings,
+    field_changes,
 )
 
 router = Router(tags=["knowledge bases"])
@@ -53,6 +82,7 @@ def kb_out(kb: KnowledgeBase, user) -> dict:
         "embedders": list(kb.embedders),
         "abstain_threshold": kb.abstain_threshold,
         "abstain_calibrated": kb.abstain_calibrated,
+        "require_review": kb.require_review,
         "documents": kb.n_documents if hasattr(kb, "n_documents") else kb.documents.count(),
         "created_at": kb.created_at,
         "updated_at": kb.updated_at,
@@ -76,11 +106,15 @@ def doc_out(d: Document, queue: dict[int, QueuePlace] | None = None) -> dict:
         "pages": d.page_count,
         "language": d.language,
         "source_url": d.source_url,
+        "tags": list(d.tags),
+        "meta": d.meta,
         "chunks": getattr(d, "n_chunks", None),
         # Re-ingesting replaces these (chunk management): clients warn before it.
         "manual_edits": manual_edits(document=d, edited=getattr(d, "n_edited", None)),
         "queue_position": place.position if place else None,
         "eta_seconds": place.eta_seconds if place else None,
+        "review_status": d.review_status,
+        "review_reason": d.review_reason,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
     }
@@ -116,41 +150,67 @@ def update_knowledge_base(request, kb_id: int, payload: KnowledgeBasePatch):
         and changes["reranker"] not in settings.RAG_RERANKERS
     ):
         raise HttpError(400, f"unknown reranker {changes['reranker']!r}")
+    before = {field: getattr(kb, field) for field in changes}
     for field, value in changes.items():
-        setattr(kb, field, value if value is not None or field != "name" else kb.name)
-    kb.save()
+        # null leaves the not-null fields as they are
+        keep = value is None and field in ("name", "require_review")
+        setattr(kb, field, getattr(kb, field) if keep else value)
+    with transaction.atomic():
+        kb.save()
+        audit_settings(request=request, knowledge_base=kb, changes=field_changes(before, kb))
     return kb_out(kb, request.user)
 
 
 @router.delete("/knowledge-bases/{int:kb_id}", response={204: None})
 def delete_knowledge_base(request, kb_id: int):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
-    knowledge_base_delete(knowledge_base=kb)
+    with transaction.atomic():
+        audit_record(request=request, action="knowledge_base.delete", obj=kb, knowledge_base=kb)
+        knowledge_base_delete(knowledge_base=kb)
     return Status(204, None)
 
 
-@router.get("/knowledge-bases/{int:kb_id}/members", response=list[MemberOut])
+@router.get("/knowledge-bases/{int:kb_id}/members", response=list[MemberOut], exclude_none=True)
 def list_members(request, kb_id: int):
+    """The owner and the users ({"username", "role"}), then the groups ({"group", "role"})."""
     kb = knowledge_base_get(user=request.user, pk=kb_id)
     members = [{"username": kb.owner.username, "role": Role.OWNER}]
     members += [
         {"username": m.user.username, "role": m.role}
         for m in kb.memberships.select_related("user").order_by("user__username")
     ]
+    members += [
+        {"group": g.group.name, "role": g.role}
+        for g in kb.group_memberships.select_related("group").order_by("group__name")
+    ]
     return members
 
 
-@router.post("/knowledge-bases/{int:kb_id}/members", response={201: MemberOut})
+@router.post("/knowledge-bases/{int:kb_id}/members", response={201: MemberOut}, exclude_none=True)
 def add_member(request, kb_id: int, payload: MemberIn):
+    """Give a user ({"username", "role"}) or every member of a group ({"group", "role"}) a
+    role; giving it again changes it."""
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    if payload.group is not None:
+        group = Group.objects.filter(name=payload.group).first()
+        if group is None:
+            raise HttpError(400, f"no group named {payload.group!r}")
+        with transaction.atomic():
+            audit_role_grant(request=request, knowledge_base=kb, grantee=group, role=payload.role)
+            GroupMembership.objects.update_or_create(
+                knowledge_base=kb, group=group, defaults={"role": payload.role}
+            )
+        return Status(201, {"group": group.name, "role": payload.role})
     user = get_user_model().objects.filter(username=payload.username, is_active=True).first()
     if user is None:
         raise HttpError(400, f"no user named {payload.username!r}")
     if user == kb.owner:
         raise HttpError(409, "that user owns this knowledge base")
-    Membership.objects.update_or_create(
-        knowledge_base=kb, user=user, defaults={"role": payload.role}
-    )
+    with transaction.atomic():
+        audit_role_grant(request=request, knowledge_base=kb, grantee=user, role=payload.role)
+        Membership.objects.update_or_create(
+            knowledge_base=kb, user=user, defaults={"role": payload.role}
+        )
     return Status(201, {"username": user.username, "role": payload.role})
 
 
@@ -159,18 +219,52 @@ def remove_member(request, kb_id: int, username: str):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
     if "\x00" in username:
         raise HttpError(404, "no such member")
-    deleted, _ = kb.memberships.filter(user__username=username).delete()
+    with transaction.atomic():
+        grants = kb.memberships.filter(user__username=username)
+        audit_grants_removed(request=request, knowledge_base=kb, grants=grants)
+        deleted, _ = grants.delete()
     if not deleted:
         raise HttpError(404, "no such member")
+    return Status(204, None)
+
+
+@router.delete("/knowledge-bases/{int:kb_id}/groups/{name}", response={204: None})
+def remove_group(request, kb_id: int, name: str):
+    """Take a group's role away (its members keep any role of their own)."""
+    kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
+    if "\x00" in name:
+        raise HttpError(404, "no such group")
+    with transaction.atomic():
+        grants = kb.group_memberships.filter(group__name=name)
+        audit_grants_removed(request=request, knowledge_base=kb, grants=grants)
+        deleted, _ = grants.delete()
+    if not deleted:
+        raise HttpError(404, "no such group")
     return Status(204, None)
 
 
 @router.post(
     "/knowledge-bases/{int:kb_id}/documents", response={201: UploadOut, 413: dict, 415: dict}
 )
-def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...)):  # noqa: B008
-    """Upload one or many files (multipart, field `files`)."""
-    kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
+def upload_documents(
+    request,
+    kb_id: int,
+    files: list[UploadedFile] = File(...),  # noqa: B008
+    visible_to: str | None = Form(None),  # noqa: B008
+    tags: str | None = Form(None),  # noqa: B008
+    meta: str | None = Form(None),  # noqa: B008
+):
+    """Upload one or many files (multipart, field `files`); `visible_to` (JSON
+    {"users": [...], "groups": [...]}) restricts them to these members and the owners."""
+    kb = knowledge_base_get(user=request.user, pk=kb_id, upload=True)
+    try:
+        visibility = visibility_from(knowledge_base=kb, value=visible_to)
+    except InvalidVisibility as exc:
+        raise HttpError(422, str(exc)) from exc
+    try:  # `tags`: comma-separated; `meta`: a JSON object
+        tags, meta = clean_tags(tags), clean_meta(meta)
+    except InvalidMetadata as exc:
+        raise HttpError(422, str(exc)) from exc
     if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
         raise HttpError(413, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
     accepted, refused = [], []
@@ -179,8 +273,16 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
         try:
             with transaction.atomic():
                 result = document_create(
-                    knowledge_base=kb, fileobj=upload, name=upload.name, uploaded_by=request.user
+                    knowledge_base=kb,
+                    fileobj=upload,
+                    name=upload.name,
+                    uploaded_by=request.user,
+                    visible_to=visibility,
+                    tags=tags,
+                    meta=meta,
                 )
+                if result.created:
+                    audit_record(request=request, action="document.upload", obj=result.document)
         except UploadRejected as exc:
             too_large += "larger than" in str(exc)
             unsupported += isinstance(exc, UnsupportedUpload)
@@ -199,12 +301,13 @@ def upload_documents(request, kb_id: int, files: list[UploadedFile] = File(...))
 
 @router.post("/knowledge-bases/{int:kb_id}/documents/url", response={201: DocumentOut})
 def add_url(request, kb_id: int, payload: UrlIn):
-    kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
+    kb = knowledge_base_get(user=request.user, pk=kb_id, upload=True)
     try:
         with transaction.atomic():
             document = document_create_from_url(
                 knowledge_base=kb, url=payload.url, uploaded_by=request.user
             )
+            audit_record(request=request, action="document.upload", obj=document)
     except UploadRejected as exc:
         raise HttpError(422, str(exc)) from exc
     document.refresh_from_db()
@@ -215,9 +318,13 @@ def add_url(request, kb_id: int, payload: UrlIn):
 @paginate(LimitOffsetPagination)
 def list_documents(request, kb_id: int, status: str | None = Query(None)):
     kb = knowledge_base_get(user=request.user, pk=kb_id)
-    docs = kb.documents.annotate(
-        n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
-        n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+    docs = (
+        visible_documents(user=request.user)
+        .filter(knowledge_base=kb)
+        .annotate(
+            n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
+            n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+        )
     )
     if status:
         if status not in DocumentStatus.values:
@@ -232,13 +339,53 @@ def list_documents(request, kb_id: int, status: str | None = Query(None)):
 def get_document(request, doc_id: int):
     document = document_get(user=request.user, pk=doc_id)
     document.n_chunks = document.chunks.filter(is_parent=False).count()
-    return doc_out(document)
+    return {
+        **doc_out(document),
+        "visible_to": visibility_out(document),
+        "fields": automatic_fields(document),
+    }
+
+
+@router.patch("/documents/{int:doc_id}", response={200: DocumentOut, 422: dict})
+def update_document(request, doc_id: int, payload: DocumentPatch):
+    """Editors and owners change a document's tags, meta and visible_to (omitted fields are
+    left alone; visible_to null lifts the restriction)."""
+    document = document_get(user=request.user, pk=doc_id, write=True)
+    changes = payload.dict(exclude_unset=True)
+    if changes.get("tags") is not None or changes.get("meta") is not None:
+        try:
+            with transaction.atomic():
+                document_set_metadata(
+                    document=document, tags=changes.get("tags"), meta=changes.get("meta")
+                )
+        except InvalidMetadata as exc:
+            return Status(422, {"detail": str(exc)})
+    if "visible_to" in changes:
+        try:
+            visibility = visibility_from(
+                knowledge_base=document.knowledge_base, value=changes["visible_to"]
+            )
+        except InvalidVisibility as exc:
+            raise HttpError(422, str(exc)) from exc
+        with transaction.atomic():
+            document_set_visibility(document=document, visible_to=visibility)
+            audit_record(request=request, action="document.visibility", obj=document)
+    document.n_chunks = document.chunks.filter(is_parent=False).count()
+    return Status(
+        200,
+        {
+            **doc_out(document),
+            "visible_to": visibility_out(document),
+            "fields": automatic_fields(document),
+        },
+    )
 
 
 @router.delete("/documents/{int:doc_id}", response={204: None})
 def delete_document(request, doc_id: int):
     document = document_get(user=request.user, pk=doc_id, write=True)
     with transaction.atomic():
+        audit_record(request=request, action="document.delete", obj=document)
         document_delete(document=document)
     return Status(204, None)
 
@@ -246,7 +393,46 @@ def delete_document(request, doc_id: int):
 @router.post("/documents/{int:doc_id}/reingest", response={202: DocumentOut})
 def reingest_document(request, doc_id: int):
     document = document_get(user=request.user, pk=doc_id, write=True)
+    if document.review_status != ReviewStatus.APPROVED:
+        raise HttpError(409, "the document is not approved: approve it to index it")
     with transaction.atomic():
         document_enqueue(document=document, force=True)
     document.refresh_from_db()
     return Status(202, doc_out(document))
+
+
+@router.post("/documents/{int:doc_id}/approve", response=DocumentOut)
+def approve_document(request, doc_id: int):
+    """Approve a contribution waiting for review and queue it for ingestion (editors and
+    owners; 404 for others, 409 when it is not waiting for review)."""
+    document = document_get(user=request.user, pk=doc_id, write=True)
+    try:
+        with transaction.atomic():
+            document = document_approve(document=document, reviewer=request.user)
+            audit_record(request=request, action="document.approve", obj=document)
+    except ReviewError as exc:
+        raise HttpError(409, str(exc)) from exc
+    return doc_out(document)
+
+
+@router.post("/documents/{int:doc_id}/reject", response=DocumentOut)
+def reject_document(request, doc_id: int, payload: RejectIn):
+    """Reject a contribution waiting for review with a reason its uploader reads (editors
+    and owners; 404 for others, 409 when it is not waiting for review)."""
+    document = document_get(user=request.user, pk=doc_id, write=True)
+    try:
+        with transaction.atomic():
+            document = document_reject(
+                document=document, reviewer=request.user, reason=payload.reason
+            )
+            audit_record(
+                request=request,
+                action="document.reject",
+                obj=document,
+                details={"reason": document.review_reason},
+            )
+    except InvalidReason as exc:
+        raise HttpError(422, str(exc)) from exc
+    except ReviewError as exc:
+        raise HttpError(409, str(exc)) from exc
+    return doc_out(document)

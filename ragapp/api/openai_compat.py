@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.llm import ChatMessage
 from chat.services import answer_question
+from ingestion.scope import InvalidFilter, parse_filters
 from ingestion.selectors import knowledge_bases_for, readable_knowledge_bases
 from ragapp.api.auth import RateLimited, bearer_user
 from ragapp.validation import parse_int, text_problem
@@ -117,7 +118,13 @@ def chat_completions(request):
     if not turns or turns[-1].role != "user":
         return _error(400, "the last message must be the user's question.", "invalid_request_error")
     question, history = turns[-1].content[:4000], turns[:-1]
-    events = answer_question(user=user, knowledge_bases=kbs, question=question, history=history)
+    try:  # `metadata`: a filter in the filter language ({"tags": [...], "meta": {...}})
+        filters = parse_filters(body.get("metadata"))
+    except InvalidFilter as exc:
+        return _error(400, f"metadata: {exc}", "invalid_request_error", "invalid_metadata")
+    events = answer_question(
+        user=user, knowledge_bases=kbs, question=question, history=history, filters=filters
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     model = body["model"]

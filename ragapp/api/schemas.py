@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 from ninja import Field, Schema
-from pydantic import AfterValidator
+from pydantic import AfterValidator, model_validator
 
 from ragapp.validation import text_problem
 
@@ -40,6 +40,8 @@ class KnowledgeBasePatch(Schema):
     rerank_max_drop: FiniteFloat | None = Field(None, ge=0, le=1)
     # The chat answers only above this calibrated confidence (null: calibrated/default).
     abstain_threshold: FiniteFloat | None = Field(None, ge=0, le=1)
+    # Contributors' uploads wait for an editor's or owner's approval (null: unchanged).
+    require_review: bool | None = None
 
 
 class KnowledgeBaseOut(Schema):
@@ -52,18 +54,49 @@ class KnowledgeBaseOut(Schema):
     documents: int
     abstain_threshold: float | None = None
     abstain_calibrated: float | None = None
+    require_review: bool = False
     created_at: datetime
     updated_at: datetime
 
 
 class MemberIn(Schema):
-    username: Text = Field(..., min_length=1, max_length=150)
-    role: Text = Field(..., pattern="^(owner|editor|viewer)$")
+    """A user (`username`) or a whole group (`group`, by name): exactly one of the two."""
+
+    username: Text | None = Field(None, min_length=1, max_length=150)
+    group: Text | None = Field(None, min_length=1, max_length=150)
+    role: Text = Field(..., pattern="^(owner|editor|contributor|viewer)$")
+
+    @model_validator(mode="after")
+    def _one_grantee(self):
+        if (self.username is None) == (self.group is None):
+            raise ValueError("give exactly one of username and group")
+        return self
 
 
 class MemberOut(Schema):
-    username: str
+    """Users come as {"username", "role"}, groups as {"group", "role"}."""
+
+    username: str | None = None
+    group: str | None = None
     role: str
+
+
+class GroupIn(Schema):
+    name: Text = Field(..., min_length=1, max_length=150)
+
+
+class GroupOut(Schema):
+    id: int
+    name: str
+
+
+class GroupMemberIn(Schema):
+    username: Text = Field(..., min_length=1, max_length=150)
+
+
+class GroupMemberOut(Schema):
+    group: str
+    username: str
 
 
 class UrlIn(Schema):
@@ -82,6 +115,12 @@ class DocumentOut(Schema):
     pages: int | None
     language: str
     source_url: str
+    # Metadata (filterable: see ingestion.scope), and on one document (GET/PATCH
+    # /documents/{id}) its automatic fields under their filter keys: type, language,
+    # uploaded_by, uploaded_at, pages, size, source_url.
+    tags: list[str] = Field(default_factory=list)
+    meta: dict = Field(default_factory=dict)
+    fields: dict | None = None
     chunks: int | None = None
     # Chunks edited, added or deleted by hand since the last ingest; a re-ingest replaces them.
     manual_edits: int = 0
@@ -89,8 +128,27 @@ class DocumentOut(Schema):
     # seconds until ready from recently measured throughput (None before any has finished).
     queue_position: int | None = None
     eta_seconds: float | None = None
+    # Contributions: "pending" (waiting for review, not indexed), "rejected" (with the
+    # reviewer's reason) or "approved".
+    review_status: str = "approved"
+    review_reason: str = ""
+    # Restricted documents: {"users": [...], "groups": [...]}; None when everyone may see it.
+    visible_to: dict | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class DocumentPatch(Schema):
+    """Omitted fields are left alone. visible_to: {"users": [...], "groups": [...]} restricts
+    the document to these members (and the owners); null lifts the restriction."""
+
+    tags: list[str] | None = None
+    meta: dict | None = None
+    visible_to: dict | None = None
+
+
+class RejectIn(Schema):
+    reason: Text = Field(..., min_length=1, max_length=2000)
 
 
 class UploadOut(Schema):
@@ -142,6 +200,8 @@ class SearchIn(Schema):
     reranker: Text | None = Field(None, max_length=128)
     dense: bool = True
     keyword: bool = True
+    # {"tags": [...], "meta": {key: value | {"eq"|"in"|"gte"|"lte": value}}} (ingestion.scope)
+    filters: dict | None = None
 
 
 class PassageOut(Schema):
@@ -176,6 +236,7 @@ class ChatIn(Schema):
     knowledge_bases: list[int] = Field(default_factory=list, max_length=20)
     conversation_id: int | None = None
     stream: bool = False
+    filters: dict | None = None  # as SearchIn.filters
 
 
 class ConversationOut(Schema):

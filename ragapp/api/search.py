@@ -4,11 +4,20 @@ from django.conf import settings
 from ninja import Router
 from ninja.errors import HttpError
 
+from ingestion.scope import InvalidFilter, parse_filters
 from ingestion.selectors import readable_knowledge_bases
 from ragapp.api.schemas import SearchIn, SearchOut
 from retrieval.services import search as retrieval_search
 
 router = Router(tags=["search"])
+
+
+def request_filters(raw) -> dict:
+    """A request's `filters` in the filter language, or 422 with the reason."""
+    try:
+        return parse_filters(raw)
+    except InvalidFilter as exc:
+        raise HttpError(422, f"filters: {exc}") from exc
 
 
 def readable(user, ids: list[int]):
@@ -21,6 +30,7 @@ def readable(user, ids: list[int]):
 @router.post("/search", response=SearchOut)
 def search(request, payload: SearchIn):
     """Retrieval only (recall + rerank, no LLM) over one or several knowledge bases."""
+    filters = request_filters(payload.filters)
     kbs = readable(request.user, payload.knowledge_bases)
     if payload.reranker and payload.reranker not in settings.RAG_RERANKERS:
         raise HttpError(400, f"unknown reranker {payload.reranker!r}")
@@ -34,6 +44,8 @@ def search(request, payload: SearchIn):
         top_k=payload.top_k,
         dense=payload.dense,
         keyword=payload.keyword,
+        user=request.user,
+        filters=filters,
     )
     return {
         "query": result.query,

@@ -37,7 +37,8 @@ def weak_queries_from_knowledge_base(
     from ingestion.models import Chunk
 
     chunks = list(
-        Chunk.objects.filter(knowledge_base=knowledge_base)
+        # Restricted documents never train a model that every member's searches use.
+        Chunk.objects.filter(knowledge_base=knowledge_base, document__restricted=False)
         .select_related("document")
         .only("id", "text", "heading_path", "is_parent", "parent_id", "document")
     )
@@ -130,11 +131,17 @@ def label_rows(
     knowledge_base, queries: Sequence[TrainingQuery], *, k: int | None = None, progress=None
 ) -> list[dict]:
     """Each query's recalled candidates (the hard negatives) with 0/1 labels."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from ingestion.scope import document_scope
     from retrieval.services import recall
 
+    # What every member may see (an anonymous reader: no restricted documents): their
+    # passages are never hard negatives of a model that every member's searches use.
+    scope = document_scope(user=AnonymousUser(), knowledge_bases=[knowledge_base])
     rows = []
     for i, query in enumerate(queries):
-        found = recall(knowledge_bases=[knowledge_base], query=query.question, k=k)
+        found = recall(knowledge_bases=[knowledge_base], query=query.question, k=k, scope=scope)
         labels = [int(is_positive(query, c)) for c in found]
         rows.append(
             {

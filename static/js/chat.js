@@ -371,6 +371,8 @@
     if (busy || !question) return;
     const data = new FormData(form);
     data.set("question", question);
+    const filters = pickedFilters();
+    if (filters) data.set("filters", JSON.stringify(filters));
     addUser(question);
     textarea.value = "";
     const view = addAssistant();
@@ -532,6 +534,41 @@
   }
   kbPick.addEventListener("change", checkPicker);
   checkPicker();
+
+  // The filter picker -> the filter language (ingestion.scope): tags any of, meta all of.
+  const filterPick = document.getElementById("filter-pick");
+  function filterValue(text) {
+    const t = text.trim();
+    return /^-?\d+(\.\d+)?$/.test(t) ? Number(t) : t;
+  }
+  function pickedFilters() {
+    if (!filterPick) return null;
+    const tags = Array.from(filterPick.querySelectorAll(".filter-tag:checked"))
+      .filter((x) => !x.closest("label").hidden).map((x) => x.value);
+    const meta = {};
+    for (const line of document.getElementById("filter-meta").value.split("\n")) {
+      const m = line.match(/^\s*([A-Za-z0-9_.-]+)\s*(>=|<=|=)\s*(.+?)\s*$/);
+      if (!m) continue;
+      const [, key, op, raw] = m;
+      const spec = typeof meta[key] === "object" && meta[key] !== null && !Array.isArray(meta[key]) ? meta[key] : {};
+      if (op === ">=") spec.gte = filterValue(raw);
+      else if (op === "<=") spec.lte = filterValue(raw);
+      else if (raw.includes("|")) spec.in = raw.split("|").map(filterValue);
+      else spec.eq = filterValue(raw);
+      meta[key] = spec;
+    }
+    if (!tags.length && !Object.keys(meta).length) return null;
+    return {tags, meta};
+  }
+  function showTagsOfPicked() {
+    if (!filterPick) return;
+    const picked = new Set(Array.from(kbPick.querySelectorAll("input[name=kb]:checked")).map((x) => x.value));
+    for (const label of filterPick.querySelectorAll("[data-kbs]")) {
+      label.hidden = !label.dataset.kbs.split(" ").some((id) => picked.has(id));
+    }
+  }
+  kbPick.addEventListener("change", showTagsOfPicked);
+  showTagsOfPicked();
 
   const toggle = document.getElementById("conv-toggle");
   const aside = document.getElementById("conversations");

@@ -23,8 +23,9 @@
     const zone = document.getElementById("dropzone");
     const upload = (files) => {
       if (!files.length) return;
-      const data = new FormData();
-      data.append("csrfmiddlewaretoken", csrf.value);
+      // The form's other fields (tags, metadata, ...) go with every upload.
+      const data = new FormData(form);
+      data.delete("files");
       for (const f of files) data.append("files", f);
       say((form.dataset.labelUploading || "…") + " " + files.length, "info");
       fetch(form.action, {method: "POST", body: data, headers: {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}})
@@ -81,9 +82,15 @@
     const status = document.createElement("td");
     const badge = document.createElement("span");
     badge.className = "badge " + d.status;
-    badge.textContent = d.status_label + detail(d);
+    // A contribution not approved yet is not ingested: its review is its status.
+    const reviewed = !d.review_status || d.review_status === "approved";
+    if (reviewed) badge.textContent = d.status_label + detail(d);
+    else {
+      badge.className = "badge review-" + d.review_status;
+      badge.textContent = d.review_label + (d.review_reason ? ": " + d.review_reason : "");
+    }
     status.appendChild(badge);
-    if (d.status !== "ready" && d.status !== "failed") {
+    if (reviewed && d.status !== "ready" && d.status !== "failed") {
       const bar = document.createElement("progress");
       bar.max = 100; bar.value = d.progress;
       status.appendChild(bar);
@@ -113,7 +120,8 @@
       del.className = "small danger";
       del.textContent = table.dataset.labelDelete;
       del.addEventListener("click", () => { if (confirm(table.dataset.confirm)) post(table.dataset.deleteUrl.replace("/0/", "/" + d.id + "/")).then(refresh); });
-      actions.append(retry, " ", del);
+      if (reviewed) actions.append(retry, " ");
+      actions.append(del);
     }
     tr.append(name, status, pages, chunks, actions);
     return tr;
@@ -134,7 +142,8 @@
           tr.appendChild(td);
           tbody.appendChild(tr);
         }
-        const busy = body.documents.some((d) => d.status !== "ready" && d.status !== "failed");
+        const busy = body.documents.some((d) => d.status !== "ready" && d.status !== "failed"
+          && (!d.review_status || d.review_status === "approved"));
         clearTimeout(timer);
         timer = setTimeout(refresh, busy ? 1000 : 5000);
       })

@@ -1,8 +1,10 @@
-"""manage.py ingest --kb NAME [--owner USERNAME] PATH...
+"""manage.py ingest --kb NAME [--owner USERNAME] [--tag T]... [--meta KEY=VALUE]... PATH...
 
 Imports files and folders (recursively) through the same Celery pipeline as the upload
 portal, shows progress until every document is ready or failed, then lists the failures.
-Exit status 0 when the pipeline ran (even if some files failed), 1 when it could not run.
+Every imported document gets the tags and metadata given (numbers become numbers, dates stay
+"YYYY-MM-DD" strings). Exit status 0 when the pipeline ran (even if some files failed), 1
+when it could not run.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from ingestion.documents import InvalidMetadata, clean_tags, parse_meta_lines
 from ingestion.models import Document, DocumentStatus, KnowledgeBase
 from ingestion.services import UploadRejected, document_create
+from ragapp.audit import audit_record
 
 
 def iter_files(paths: list[str]):
@@ -77,8 +81,22 @@ class Command(BaseCommand):
         parser.add_argument("--owner", help="owner username (default: the first superuser)")
         parser.add_argument("--no-wait", action="store_true", help="queue and return at once")
         parser.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
+        parser.add_argument(
+            "--tag", action="append", default=[], dest="tags", help="a tag (repeatable)"
+        )
+        parser.add_argument(
+            "--meta",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a metadata pair (repeatable); numbers are stored as numbers",
+        )
 
     def handle(self, *args, **options):
+        try:
+            tags, meta = clean_tags(options["tags"]), parse_meta_lines(options["meta"])
+        except InvalidMetadata as exc:
+            raise CommandError(str(exc)) from exc
         User = get_user_model()
         if options["owner"]:
             owner = User.objects.filter(username=options["owner"]).first()
@@ -103,8 +121,20 @@ class Command(BaseCommand):
             try:
                 with open(path, "rb") as handle, transaction.atomic():
                     result = document_create(
-                        knowledge_base=kb, fileobj=handle, name=path.name, uploaded_by=owner
+                        knowledge_base=kb,
+                        fileobj=handle,
+                        name=path.name,
+                        uploaded_by=owner,
+                        tags=tags,
+                        meta=meta,
                     )
+                    if result.created:
+                        audit_record(
+                            actor=owner,
+                            action="document.upload",
+                            obj=result.document,
+                            details={"via": "manage.py ingest"},
+                        )
             except UploadRejected as exc:
                 refused.append(str(exc))
                 continue

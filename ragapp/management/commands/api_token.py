@@ -2,7 +2,9 @@
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
+from ragapp.audit import audit_record
 from ragapp.models import ApiToken
 
 
@@ -17,5 +19,7 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"no user named {options['username']!r}")
-        _, raw = ApiToken.issue(user, options["name"])
+        with transaction.atomic():
+            token, raw = ApiToken.issue(user, options["name"])
+            audit_record(action="token.create", obj=token, details={"via": "manage.py"})
         self.stdout.write(raw)

@@ -1,9 +1,12 @@
-"""manage.py bench_search [--sizes 10000 100000] [--json OUT]
+"""manage.py bench_search [--sizes 10000 100000] [--filter-share 0.1] [--json OUT]
 
 Recall: builds a knowledge base of N synthetic 384-d chunk vectors (clustered, like real
-embeddings) per size, and measures dense recall latency p50/p95 through the product's own
-query, and HNSW recall@10 against exact search. Rerank: latency for 10/50/100 candidates
-with a cross-encoder, beside the raw model forward time for the same pairs.
+embeddings) and synthetic text (Zipf-distributed words), in documents of 100 chunks, per
+size, and measures dense recall latency p50/p95 through the product's own query, and HNSW
+recall@10 against exact search. With --filter-share S, a share S of the documents is tagged
+and dense, keyword and hybrid recall are timed with and without the metadata filter on that
+tag (applied inside the recall SQL, as every request's filter is). Rerank: latency for
+10/50/100 candidates with a cross-encoder, beside the raw model forward time for the same pairs.
 """
 
 from __future__ import annotations
@@ -20,12 +23,25 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from ingestion.models import Document, KnowledgeBase
+from ingestion.scope import document_scope
 from retrieval.evaluation import percentile
-from retrieval.recall import dense_search
+from retrieval.fusion import fuse
+from retrieval.recall import dense_search, keyword_search
+from retrieval.text import TS_CONFIG
 from retrieval.types import Candidate
 
 BENCH_EMBEDDER = "bench384"
 DIM = 384
+CHUNKS_PER_DOCUMENT = 100
+WORDS_PER_CHUNK = 40
+VOCABULARY = 5000
+FILTER_TAG = "bench-filter"
+
+
+def zipf_words(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Word ids with a Zipf-like frequency (rank r has weight 1/r), as in real text."""
+    weights = 1.0 / np.arange(1, VOCABULARY + 1)
+    return rng.choice(VOCABULARY, size=(n, size), p=weights / weights.sum())
 
 
 def clustered_vectors(
@@ -57,6 +73,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--rerank-max-length", type=int, default=256)
         parser.add_argument("--skip-rerank", action="store_true")
+        parser.add_argument(
+            "--filter-share",
+            type=float,
+            default=0.0,
+            help="also time dense/keyword/hybrid recall filtered on a tag that this share of "
+            "the documents carries (e.g. 0.1)",
+        )
         parser.add_argument("--json", dest="json_out")
 
     def handle(self, *args, **options):
@@ -68,7 +91,9 @@ class Command(BaseCommand):
         ef = options["ef_search"] or settings.RAG_HNSW_EF_SEARCH
         with override_settings(RAG_EMBEDDERS=embedders):
             for n in options["sizes"]:
-                report["recall"].append(self._recall(n, options["queries"], ef))
+                report["recall"].append(
+                    self._recall(n, options["queries"], ef, options["filter_share"])
+                )
         if not options["skip_rerank"]:
             report["rerank"] = self._rerank(options["reranker_model"], options["rerank_max_length"])
         self._print(report)
@@ -76,7 +101,7 @@ class Command(BaseCommand):
             with open(options["json_out"], "w") as handle:
                 json.dump(report, handle, indent=2)
 
-    def _recall(self, n: int, n_queries: int, ef: int) -> dict:
+    def _recall(self, n: int, n_queries: int, ef: int, filter_share: float = 0.0) -> dict:
         rng = np.random.default_rng(n)
         User = get_user_model()
         owner, _ = User.objects.get_or_create(
@@ -90,7 +115,7 @@ class Command(BaseCommand):
             t0 = time.perf_counter()
             everything = clustered_vectors(n + n_queries, rng)
             vectors, queries = everything[:n], everything[n:]
-            self._fill(kb, vectors)
+            self._fill(kb, vectors, rng, filter_share)
             load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             with connection.cursor() as cursor:
@@ -128,6 +153,7 @@ class Command(BaseCommand):
                     [BENCH_EMBEDDER, [kb.pk], "[" + ",".join(map(str, queries[0])) + "]"],
                 )
                 plan = "\n".join(r[0] for r in cursor.fetchall())
+            filtered = self._filtered(kb, queries, rng, ef) if filter_share > 0 else []
             return {
                 "chunks": n,
                 "k": 50,
@@ -138,24 +164,39 @@ class Command(BaseCommand):
                 "recall_p95_ms": round(percentile(latencies, 95), 2),
                 "hnsw_recall@10": round(float(np.mean(recalls)), 4),
                 "uses_hnsw": index in plan,
+                "filter_share": filter_share,
+                "filtered": filtered,
             }
         finally:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP INDEX IF EXISTS {index}")
             kb.delete()
 
-    def _fill(self, kb, vectors: np.ndarray) -> None:
+    def _fill(self, kb, vectors: np.ndarray, rng, filter_share: float = 0.0) -> None:
         n = len(vectors)
+        n_docs = max(1, -(-n // CHUNKS_PER_DOCUMENT))
+        # Every round(1/share)-th document carries the tag: the share, spread evenly.
+        step = max(1, round(1 / filter_share)) if filter_share > 0 else 0
+        words = zipf_words(n, WORDS_PER_CHUNK, rng)
         with transaction.atomic():
-            doc = Document.objects.create(
-                knowledge_base=kb,
-                original_name="synthetic",
-                content_hash=f"bench{n}".ljust(64, "0"),
+            docs = Document.objects.bulk_create(
+                Document(
+                    knowledge_base=kb,
+                    original_name=f"synthetic-{d}",
+                    content_hash=f"bench{n}-{d:08d}".ljust(64, "x"),
+                    tags=[FILTER_TAG] if step and d % step == 0 else [],
+                )
+                for d in range(n_docs)
             )
             with connection.cursor() as cursor:
                 buffer = io.StringIO()
                 for i in range(n):
-                    buffer.write(f"{doc.pk}\t{kb.pk}\t{i}\tchunk {i}\t2\t\t\ttext\t\tf\t\t0\n")
+                    doc = docs[i // CHUNKS_PER_DOCUMENT]
+                    text = " ".join(f"w{w}" for w in words[i])
+                    buffer.write(
+                        f"{doc.pk}\t{kb.pk}\t{i}\t{text}\t{WORDS_PER_CHUNK}\t\t\ttext\t\tf"
+                        f"\t{text}\t{WORDS_PER_CHUNK}\n"
+                    )
                 buffer.seek(0)
                 with cursor.copy(
                     "COPY ingestion_chunk (document_id, knowledge_base_id, ordinal, text, "
@@ -164,7 +205,13 @@ class Command(BaseCommand):
                 ) as copy:
                     copy.write(buffer.getvalue())
                 cursor.execute(
-                    "SELECT id, ordinal FROM ingestion_chunk WHERE document_id = %s", [doc.pk]
+                    "UPDATE ingestion_chunk SET search_vector = to_tsvector(%s::regconfig, "
+                    "search_text) WHERE knowledge_base_id = %s",
+                    [TS_CONFIG, kb.pk],
+                )
+                cursor.execute(
+                    "SELECT id, ordinal FROM ingestion_chunk WHERE knowledge_base_id = %s",
+                    [kb.pk],
                 )
                 ids = {o: i for i, o in cursor.fetchall()}
                 with cursor.copy(
@@ -174,6 +221,54 @@ class Command(BaseCommand):
                     for i in range(n):
                         vec = "[" + ",".join(f"{x:.6f}" for x in vectors[i]) + "]"
                         copy.write(f"{ids[i]}\t{kb.pk}\t{BENCH_EMBEDDER}\t{vec}\n")
+
+    def _filtered(self, kb, queries: np.ndarray, rng, ef: int, k: int = 50) -> list[dict]:
+        """Dense, keyword and hybrid recall p50/p95, without and with the tag filter; `k
+        mean` shows a filtered query still gets its k candidates."""
+        queries = queries[:100]
+        # Query words from the middle of the vocabulary: frequent enough to match.
+        texts = [
+            " ".join(f"w{w}" for w in rng.integers(20, 2000, size=3)) for _ in range(len(queries))
+        ]
+        rows = []
+        for label, filters in (("none", None), (f"tag {FILTER_TAG}", {"tags": [FILTER_TAG]})):
+            scope = document_scope(filters=filters)
+            for mode in ("dense", "keyword", "hybrid"):
+                latencies, returned = [], []
+                # The first queries of a mode warm its caches: untimed, as in a running server.
+                warm_up = [(queries[i], texts[i]) for i in range(min(5, len(queries)))]
+                for n_run, (vector, text) in enumerate(
+                    [*warm_up, *zip(queries, texts, strict=True)]
+                ):
+                    t0 = time.perf_counter()
+                    lists = {}
+                    if mode in ("dense", "hybrid"):
+                        lists["dense"] = dense_search(
+                            knowledge_bases=[kb],
+                            embedder=BENCH_EMBEDDER,
+                            vector=vector,
+                            k=k,
+                            ef_search=ef,
+                            scope=scope,
+                        )
+                    if mode in ("keyword", "hybrid"):
+                        lists["keyword"] = keyword_search(
+                            knowledge_bases=[kb], query=text, k=k, scope=scope
+                        )
+                    fused = fuse(lists, query=text, k=k)
+                    if n_run >= len(warm_up):
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                        returned.append(len(fused))
+                rows.append(
+                    {
+                        "mode": mode,
+                        "filter": label,
+                        "p50_ms": round(percentile(latencies, 50), 2),
+                        "p95_ms": round(percentile(latencies, 95), 2),
+                        "k_mean": round(float(np.mean(returned)), 1),
+                    }
+                )
+        return rows
 
     def _rerank(self, model: str, max_length: int) -> list[dict]:
         from retrieval.rerankers import CrossEncoderReranker
@@ -241,4 +336,15 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{r['candidates']:>6} {r['rerank_p50_ms']:>10} {r['rerank_p95_ms']:>7} "
                     f"{r['forward_p50_ms']:>11} {r['overhead_pct']:>8}%"
+                )
+        filtered = [(r["chunks"], f) for r in report["recall"] for f in r.get("filtered", [])]
+        if filtered:
+            self.stdout.write(
+                f"\n{'chunks':>8} {'mode':>8} {'filter':>18} {'p50 ms':>7} {'p95 ms':>7} "
+                f"{'k mean':>7}"
+            )
+            for n, f in filtered:
+                self.stdout.write(
+                    f"{n:>8} {f['mode']:>8} {f['filter']:>18} {f['p50_ms']:>7} "
+                    f"{f['p95_ms']:>7} {f['k_mean']:>7}"
                 )
