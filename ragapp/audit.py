@@ -46,6 +46,9 @@ ACTIONS = {
     "member.add": _("Member added"),
     "member.change": _("Member role changed"),
     "member.remove": _("Member removed"),
+    "group.create": _("Group created"),
+    "group.member_add": _("User added to a group"),
+    "group.member_remove": _("User removed from a group"),
     "token.create": _("API token created"),
     "token.revoke": _("API token revoked"),
 }

@@ -14,6 +14,7 @@ from ninja import Router, Status
 from ninja.errors import HttpError
 
 from ragapp.api.schemas import GroupIn, GroupMemberIn, GroupMemberOut, GroupOut
+from ragapp.audit import audit_record
 
 router = Router(tags=["groups"])
 
@@ -36,6 +37,7 @@ def create_group(request, payload: GroupIn):
     try:
         with transaction.atomic():
             group = Group.objects.create(name=payload.name)
+            audit_record(request=request, action="group.create", obj=group)
     except IntegrityError:
         raise HttpError(409, f"a group named {payload.name!r} exists") from None
     return Status(201, {"id": group.pk, "name": group.name})
@@ -48,7 +50,11 @@ def add_group_member(request, group_id: int, payload: GroupMemberIn):
     user = get_user_model().objects.filter(username=payload.username, is_active=True).first()
     if user is None:
         raise HttpError(400, f"no user named {payload.username!r}")
-    user.groups.add(group)
+    with transaction.atomic():  # no membership change without its audit record
+        user.groups.add(group)
+        audit_record(
+            request=request, action="group.member_add", obj=group, details={"user": user.username}
+        )
     return Status(201, {"group": group.name, "username": user.username})
 
 
@@ -62,5 +68,12 @@ def remove_group_member(request, group_id: int, username: str):
     user = get_user_model().objects.filter(username=username, groups=group).first()
     if user is None:
         raise HttpError(404, "no such member")
-    user.groups.remove(group)
+    with transaction.atomic():
+        user.groups.remove(group)
+        audit_record(
+            request=request,
+            action="group.member_remove",
+            obj=group,
+            details={"user": user.username},
+        )
     return Status(204, None)

@@ -486,3 +486,21 @@ def test_group_grants_on_the_web_are_recorded(alice, make_kb):
         ("member.add", "support", {"role": "editor"}),
         ("member.remove", "support", {"role": "editor"}),
     ]
+
+
+def test_group_creation_and_membership_changes_are_recorded(staff, alice, client):
+    headers = bearer(staff)
+    created = client.post(
+        "/api/v1/groups", {"name": "hr"}, content_type="application/json", **headers
+    ).json()
+    assert last("group.create").object_label == "hr"
+    client.post(
+        f"/api/v1/groups/{created['id']}/members",
+        {"username": "alice"},
+        content_type="application/json",
+        **headers,
+    )
+    added = last("group.member_add")
+    assert added.details == {"user": "alice"} and added.actor == staff
+    client.delete(f"/api/v1/groups/{created['id']}/members/alice", **headers)
+    assert last("group.member_remove").details == {"user": "alice"}
