@@ -8,7 +8,7 @@
   const form = document.getElementById("ask-form");
   const sendButton = document.getElementById("send");
   const stopButton = document.getElementById("stop");
-  const textarea = form.querySelector("textarea");
+  const textarea = form.querySelector("textarea[name=question]");
   const kbPick = form.querySelector(".kb-pick");
   const csrf = document.querySelector("[name=csrfmiddlewaretoken]").value;
   const L = box.dataset;
