@@ -61,6 +61,10 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     env = dict(os.environ)
     env["RAG_TEST_DATABASE_NAME"] = connection.settings_dict["NAME"]
     env["RAG_ALLOW_LOCAL_URLS"] = "1"  # the URL tests serve pages from 127.0.0.1
+    # The stale-document sweep runs once at start only: a periodic sweep (SELECT ... FOR
+    # UPDATE on documents) can deadlock with the TRUNCATE that flushes the database after a
+    # transactional test. tests/ingestion/test_recovery.py runs its own sweeping workers.
+    env["RAG_INGEST_SWEEP_SECONDS"] = "86400"
     env.update(getattr(celery_worker_process, "extra_env", {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
