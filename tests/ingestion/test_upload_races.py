@@ -17,6 +17,18 @@ N = 10
 CONTENT = b"The same document, uploaded ten times at once.\n" * 50
 
 
+@pytest.fixture(autouse=True)
+def no_ingestion(monkeypatch):
+    """These tests are about the uploads: their documents are not sent to the broker, where a
+    Celery worker left running by an earlier test would claim them (SELECT ... FOR UPDATE)
+    while this transactional test's database is being flushed, and deadlock with it."""
+    sent = []
+    monkeypatch.setattr(
+        "ingestion.services._send_on_commit", lambda document_id, task_id: sent.append(document_id)
+    )
+    return sent
+
+
 def stored_files(root) -> list:
     return [p for p in root.rglob("*") if p.is_file()]
 
