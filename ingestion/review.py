@@ -53,41 +53,12 @@ def _lock_pending(document: Document) -> Document:
     return locked
 
 
-def document_approve(*, document: Document, reviewer) -> Document:
-    """Approve a pending document and queue it for ingestion (sent when the transaction
-    commits)."""
+def _decide(document: Document, *, reviewer, status: str, reason: str = "") -> Document:
+    """Record a reviewer's decision on a pending document (locked); approval also queues it
+    for ingestion (sent when the transaction commits)."""
     with transaction.atomic():
         locked = _lock_pending(document)
-        locked.review_status = ReviewStatus.APPROVED
-        locked.review_reason = ""
-        locked.reviewed_by = reviewer
-        locked.reviewed_at = timezone.now()
-        locked.save(
-            update_fields=[
-                "review_status",
-                "review_reason",
-                "reviewed_by",
-                "reviewed_at",
-                "updated_at",
-            ]
-        )
-        document_enqueue(document=locked, force=True)
-    locked.refresh_from_db()
-    return locked
-
-
-def document_reject(*, document: Document, reviewer, reason: str) -> Document:
-    """Reject a pending document with the reviewer's reason (required); nothing is indexed."""
-    reason = storable_text(reason or "").strip()
-    if not reason:
-        raise InvalidReason(_("Give a reason for rejecting the document."))
-    if len(reason) > REASON_MAX_LENGTH:
-        raise InvalidReason(
-            _("The reason is too long (at most %(n)d characters).") % {"n": REASON_MAX_LENGTH}
-        )
-    with transaction.atomic():
-        locked = _lock_pending(document)
-        locked.review_status = ReviewStatus.REJECTED
+        locked.review_status = status
         locked.review_reason = reason
         locked.reviewed_by = reviewer
         locked.reviewed_at = timezone.now()
@@ -100,4 +71,25 @@ def document_reject(*, document: Document, reviewer, reason: str) -> Document:
                 "updated_at",
             ]
         )
+        if status == ReviewStatus.APPROVED:
+            document_enqueue(document=locked, force=True)
+    locked.refresh_from_db()
     return locked
+
+
+def document_approve(*, document: Document, reviewer) -> Document:
+    """Approve a pending document and queue it for ingestion (sent when the transaction
+    commits)."""
+    return _decide(document, reviewer=reviewer, status=ReviewStatus.APPROVED)
+
+
+def document_reject(*, document: Document, reviewer, reason: str) -> Document:
+    """Reject a pending document with the reviewer's reason (required); nothing is indexed."""
+    reason = storable_text(reason or "").strip()
+    if not reason:
+        raise InvalidReason(_("Give a reason for rejecting the document."))
+    if len(reason) > REASON_MAX_LENGTH:
+        raise InvalidReason(
+            _("The reason is too long (at most %(n)d characters).") % {"n": REASON_MAX_LENGTH}
+        )
+    return _decide(document, reviewer=reviewer, status=ReviewStatus.REJECTED, reason=reason)
