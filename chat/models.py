@@ -8,9 +8,22 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Conversation(models.Model):
+    # None for a visitor of a share link without an account (then `visitor` names them).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="conversations",
+        null=True,
+        blank=True,
     )
+    share_link = models.ForeignKey(
+        "curation.ShareLink",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="conversations",
+    )
+    visitor = models.CharField(max_length=64, blank=True, db_index=True)
     title = models.CharField(max_length=200, blank=True)
     knowledge_bases = models.ManyToManyField("ingestion.KnowledgeBase", related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -30,6 +43,8 @@ class Mode(models.TextChoices):
     ERROR = "error", _("Error")
     # The user stopped the answer (or went away): what was streamed and its sources are kept.
     STOPPED = "stopped", _("Stopped")
+    # The question matched an owner's FAQ entry: its stored answer, the entry as the source.
+    FAQ = "faq", _("FAQ answer")
 
 
 class Message(models.Model):

@@ -298,6 +298,8 @@ class ChunkKind(models.TextChoices):
     CODE = "code", _("Code")
     # A table-of-contents or index page (ingestion.contents): kept out of the first places.
     TOC = "toc", _("Contents or index")
+    # An owner's FAQ entry (curation.FaqEntry) as a recall passage.
+    FAQ = "faq", _("FAQ entry")
 
 
 class ChunkQuerySet(models.QuerySet):

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "ingestion",
     "retrieval",
     "chat",
+    "curation",
     "axes",  # login throttling; its admin pages list failed attempts (delete one to unlock)
 ]
 

@@ -32,6 +32,7 @@ urlpatterns = [
     path("", include("ingestion.urls")),
     path("", include("retrieval.urls")),
     path("", include("chat.urls")),
+    path("", include("curation.urls")),
     path("", views.home, name="home"),
 ]
 

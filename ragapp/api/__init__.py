@@ -97,10 +97,24 @@ def _server_error(request, exc):
     return error(request, 500, "server_error", "Something went wrong on our side.")
 
 
-from ragapp.api import chat, chunks, groups, knowledge, search  # noqa: E402
+from ragapp.api import (  # noqa: E402
+    cases,
+    chat,
+    chunks,
+    faqs,
+    gaps,
+    groups,
+    knowledge,
+    search,
+    share_links,
+)
 
 api.add_router("/", knowledge.router)
 api.add_router("/", chunks.router)
 api.add_router("/", search.router)
 api.add_router("/", chat.router)
 api.add_router("/", groups.router)
+api.add_router("/", faqs.router)
+api.add_router("/", gaps.router)
+api.add_router("/", cases.router)
+api.add_router("/", share_links.router)

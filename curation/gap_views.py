@@ -1,0 +1,5 @@
+"""Pages of this part of curation (their URL patterns are at the bottom)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []

@@ -1,0 +1,7 @@
+"""/api/v1 endpoints: share_links."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+router = Router(tags=["share_links"])
