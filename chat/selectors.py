@@ -5,7 +5,9 @@ from ingestion.selectors import visible_document_ids
 
 
 def conversations_for(*, user):
-    return Conversation.objects.filter(user=user)
+    # A share link's conversations (curation.sharing) belong to the link, also when its
+    # visitor was logged in: they never show in, or continue from, the user's own chat.
+    return Conversation.objects.filter(user=user, share_link__isnull=True)
 
 
 def conversation_get(*, user, pk: int) -> Conversation:
@@ -18,7 +20,10 @@ def conversation_get(*, user, pk: int) -> Conversation:
 def message_get(*, user, pk: int) -> Message:
     try:
         return Message.objects.select_related("conversation").get(
-            pk=pk, conversation__user=user, role=Message.Role.ASSISTANT
+            pk=pk,
+            conversation__user=user,
+            conversation__share_link__isnull=True,
+            role=Message.Role.ASSISTANT,
         )
     except (Message.DoesNotExist, ValueError, TypeError):
         raise Http404("No such message.") from None

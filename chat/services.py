@@ -23,6 +23,7 @@ from chat.prompts import (
     pack_passages,
     prompt_overhead_tokens,
 )
+from curation.faq import faq_match, faq_record_hit, faq_source
 from ragapp.warmup import is_warming, wait_until_warm
 from retrieval.fusion import detect_query_language
 from retrieval.services import search, settings_for
@@ -212,6 +213,20 @@ def answer_question(
         if is_warming():
             yield ChatEvent("status", {"stage": "warming"})
             wait_until_warm(timeout=settings.RAG_LLM_TIMEOUT)
+        # An owner's FAQ entry whose question matches answers directly, as written (curation
+        # .faq); not under a metadata filter, which the FAQ document carries nothing for.
+        t0 = time.perf_counter()
+        faq = None if filters else faq_match(knowledge_bases=knowledge_bases, question=standalone)
+        timings["faq"] = round((time.perf_counter() - t0) * 1000, 1)
+        if faq is not None:
+            faq_record_hit(entry=faq.entry)
+            assistant.sources = [faq_source(faq)]
+            yield ChatEvent("sources", {"sources": assistant.sources, "omitted_passages": 0})
+            timings["first_token"] = elapsed()
+            yield ChatEvent("token", {"text": faq.entry.answer})
+            saved = True
+            yield finish(Mode.FAQ, faq.entry.answer)
+            return
         result = search(
             knowledge_bases=knowledge_bases, query=standalone, user=user, filters=filters
         )

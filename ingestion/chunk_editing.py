@@ -170,6 +170,13 @@ def _parent_follow(chunk: Chunk, old_text: str, new_text: str) -> None:
     Chunk.objects.filter(pk=parent.pk).update(text=text)
 
 
+def _regression(kb: KnowledgeBase) -> None:
+    """An edit moves the ranking: queue the knowledge base's regression suite (debounced)."""
+    from curation.tasks import enqueue_regression
+
+    enqueue_regression(knowledge_base=kb, trigger="chunk_edit")
+
+
 def chunk_update(
     *,
     chunk: Chunk,
@@ -211,6 +218,8 @@ def chunk_update(
         elif toggled:
             Chunk.objects.filter(pk=current.pk).update(enabled=enabled, edited=True)
     current.refresh_from_db()
+    if index is not None or toggled:
+        _regression(current.knowledge_base)
     return current
 
 
@@ -246,6 +255,7 @@ def chunk_add(*, document: Document, text: str, questions: list[str] | None = No
         chunk.save()
         _write_index(chunk, index)
     chunk.refresh_from_db()
+    _regression(kb)
     return chunk
 
 
@@ -263,6 +273,7 @@ def chunk_delete(*, chunk: Chunk) -> None:
         stats = dict(document.stats or {})
         stats["chunks_deleted"] = int(stats.get("chunks_deleted", 0)) + 1
         Document.objects.filter(pk=document.pk).update(stats=stats)
+    _regression(document.knowledge_base)
 
 
 def manual_edits(*, document: Document, edited: int | None = None) -> int:

@@ -17,6 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from curation.tasks import enqueue_regression
 from ingestion.chunk_editing import (
     ChunkEditError,
     chunk_add,
@@ -552,6 +553,7 @@ def kb_settings(request, pk: int):
         with transaction.atomic():
             form.save()
             audit_settings(request=request, knowledge_base=kb, changes=form_changes(form))
+            enqueue_regression(knowledge_base=kb, trigger="settings", changed=form.changed_data)
         messages.success(request, _("Saved."))
         return redirect("kb_detail", pk=kb.pk)
     defaults = {lang: abstention_model().entry(lang)["threshold"] for lang in ("en", "zh")}
@@ -691,6 +693,7 @@ def kb_thresholds(request, pk: int):
         with transaction.atomic():
             form.save()
             audit_settings(request=request, knowledge_base=kb, changes=form_changes(form))
+            enqueue_regression(knowledge_base=kb, trigger="settings", changed=form.changed_data)
         messages.success(request, _("Thresholds saved."))
     else:
         for errors in form.errors.values():

@@ -49,6 +49,8 @@ class Dashboard:
     feedback_down: int
     gaps: list[tuple[str, int]]
     evaluation: dict = field(default_factory=dict)
+    # People who asked through a share link without an account (curation.sharing).
+    visitors: int = 0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -151,6 +153,13 @@ def dashboard_for(knowledge_bases) -> Dashboard:
         feedback_down=feedback["down"],
         gaps=gaps(answers),
         evaluation=(kbs[0].last_evaluation or {}) if len(kbs) == 1 else {},
+        visitors=Conversation.objects.filter(
+            pk__in=_conversation_ids(knowledge_bases), share_link__isnull=False, user=None
+        )
+        .order_by()
+        .values("visitor")
+        .distinct()
+        .count(),
     )
 
 

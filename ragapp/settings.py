@@ -478,9 +478,72 @@ RAG_SUPPORT_WEIGHT: float = env.float(
 RAG_ABSTAIN_MODEL: str = env.str("RAG_ABSTAIN_MODEL", default="")
 RAG_ABSTAIN_THRESHOLD: float | None = env.float("RAG_ABSTAIN_THRESHOLD", default=None)
 
+# Knowledge gaps (curation.gaps): questions that abstained, got 👎 or were weakly supported,
+# grouped by meaning. A question joins the gap whose questions it is most similar to on
+# average (cosine) when that reaches RAG_GAP_SIMILARITY, else it starts a new gap. Vectors
+# come from the first of RAG_GAP_EMBEDDERS the knowledge base has (else its first embedder):
+# multilingual USE puts English and Chinese questions in one space. manage.py bench_gaps
+# (bench/gaps/): USE at 0.5 gives purity 0.93, inverse purity 0.69 (MiniLM: 0.68 / 0.70).
+RAG_GAP_EMBEDDERS: list[str] = env.list("RAG_GAP_EMBEDDERS", default=["use"])
+RAG_GAP_SIMILARITY: float = env.float("RAG_GAP_SIMILARITY", default=0.5)
+# "Weakly supported": answered, but the abstention probability is less than this margin
+# above its threshold, or at least this many sentences of the answer lack support.
+RAG_GAP_WEAK_MARGIN: float = env.float("RAG_GAP_WEAK_MARGIN", default=0.1)
+RAG_GAP_WEAK_UNVERIFIED: int = env.int("RAG_GAP_WEAK_UNVERIFIED", default=2)
+# Questions one refresh files (the next refresh takes the rest), and how many of a gap's
+# questions a recheck asks again (each is one retrieval).
+RAG_GAP_REFRESH_BATCH: int = env.int("RAG_GAP_REFRESH_BATCH", default=500)
+RAG_GAP_RECHECK_QUESTIONS: int = env.int("RAG_GAP_RECHECK_QUESTIONS", default=20)
+
+# FAQ answers (curation.faq): a question whose cosine with an FAQ entry's question (in the
+# same language) reaches the threshold of the embedder and language that compared them gets
+# the entry's answer directly (chat mode "faq"); below it the entry is only a passage for
+# recall. Per language, the first of RAG_FAQ_EMBEDDERS that a knowledge base has compares
+# (else its first embedder): MiniLM tells English paraphrases from near misses best but
+# scores Chinese at random, so Chinese goes to USE. Thresholds ("<embedder>:<language>",
+# else "<embedder>", else RAG_FAQ_MATCH_THRESHOLD) from manage.py bench_faq (bench/faq/):
+# the lowest value whose direct answers keep precision >= 0.95 on paraphrases, near misses
+# and off-topic questions (MiniLM/en 0.69: recall 0.45, precision 0.95; USE/zh 0.83: recall
+# 0.02, precision 1.0; USE/en 0.85: recall 0.05). A question equal to an entry's
+# question (ignoring case, spaces and punctuation) always matches; one naming something the
+# entry never mentions never does.
+RAG_FAQ_EMBEDDERS: dict[str, list[str]] = {"en": ["minilm", "use"], "zh": ["use"]}
+RAG_FAQ_MATCH_THRESHOLDS: dict[str, float] = {
+    "minilm:en": 0.69,
+    "use:en": 0.85,
+    "use:zh": 0.83,
+    "minilm:zh": 1.01,  # never: see above
+}
+RAG_FAQ_MATCH_THRESHOLD: float = env.float("RAG_FAQ_MATCH_THRESHOLD", default=0.90)  # others
+RAG_FAQ_CSV_MAX_BYTES: int = env.int("RAG_FAQ_CSV_MAX_BYTES", default=2 * 1024 * 1024)
+RAG_FAQ_CSV_MAX_ROWS: int = env.int("RAG_FAQ_CSV_MAX_ROWS", default=1000)
+
+# Regression suite (curation.cases): a knowledge base's saved test cases and QA pairs, run
+# on demand and after re-ingestion, chunk edits, reranker adaptation and settings changes.
+# A run waits RAG_REGRESSION_DELAY_SECONDS after it is queued (the uploads of one batch finish
+# meanwhile and find it queued, so they add no run); a queued run older than
+# RAG_REGRESSION_STALE_SECONDS lost its task and no longer blocks new ones. A marked passage
+# is found again after re-ingestion (new chunk ids) in the same document with a text this
+# similar (difflib ratio): chunking the same text again gives equal or near-equal text.
+RAG_REGRESSION_DELAY_SECONDS: int = env.int("RAG_REGRESSION_DELAY_SECONDS", default=30)
+RAG_REGRESSION_STALE_SECONDS: int = env.int("RAG_REGRESSION_STALE_SECONDS", default=3600)
+RAG_REGRESSION_TEXT_MATCH: float = env.float("RAG_REGRESSION_TEXT_MATCH", default=0.9)
+# Threshold proposal (curation.thresholds): the highest rerank cut-off that keeps this share
+# of the recall the suite has with no cut-off.
+RAG_THRESHOLD_KEEP_RECALL: float = env.float("RAG_THRESHOLD_KEEP_RECALL", default=0.95)
+
 # API: requests per minute per token (0 = no limit). Counted in Django's cache: use a shared
 # cache (e.g. Redis, CACHES below) when several web processes serve the API.
 RAG_API_RATE_LIMIT_PER_MINUTE: int = env.int("RAG_API_RATE_LIMIT_PER_MINUTE", default=600)
+
+# Share links (curation.sharing): questions per visitor per hour when the owner sets none;
+# one client address may ask RAG_SHARE_IP_FACTOR times a link's limit (many visitors can sit
+# behind one NAT, but a visitor who throws away the cookie must not get a fresh allowance).
+# The visitor cookie (signed) lives RAG_SHARE_VISITOR_DAYS.
+RAG_SHARE_RATE_LIMIT_PER_HOUR: int = env.int("RAG_SHARE_RATE_LIMIT_PER_HOUR", default=30)
+RAG_SHARE_IP_FACTOR: int = env.int("RAG_SHARE_IP_FACTOR", default=10)
+RAG_SHARE_VISITOR_DAYS: int = env.int("RAG_SHARE_VISITOR_DAYS", default=365)
+RAG_SHARE_MAX_SUGGESTED_QUESTIONS: int = env.int("RAG_SHARE_MAX_SUGGESTED_QUESTIONS", default=6)
 
 # Content-Security-Policy of every HTML page that sets none itself (ragapp/middleware.py):
 # scripts, styles and workers only from our own static files (no inline script or style

@@ -12,6 +12,7 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
+from curation.tasks import enqueue_regression
 from ingestion.chunk_editing import manual_edits
 from ingestion.documents import (
     InvalidMetadata,
@@ -157,7 +158,9 @@ def update_knowledge_base(request, kb_id: int, payload: KnowledgeBasePatch):
         setattr(kb, field, getattr(kb, field) if keep else value)
     with transaction.atomic():
         kb.save()
-        audit_settings(request=request, knowledge_base=kb, changes=field_changes(before, kb))
+        changed = field_changes(before, kb)
+        audit_settings(request=request, knowledge_base=kb, changes=changed)
+        enqueue_regression(knowledge_base=kb, trigger="settings", changed=changed)
     return kb_out(kb, request.user)
 
 

@@ -266,6 +266,13 @@ def _fit_cross_encoder(rows, *, base, current, config, folder, seed, report, sta
     return linear, {"metrics": metrics, "hyperparameters": hyper}, extra
 
 
+def _regression(kb) -> None:
+    """A new ranker moves the ranking: queue the regression suite (sent after the commit)."""
+    from curation.tasks import enqueue_regression
+
+    enqueue_regression(knowledge_base=kb, trigger="reranker")
+
+
 @transaction.atomic
 def reranker_activate(*, model: RerankerModel) -> None:
     kb = type(model.knowledge_base).objects.select_for_update().get(pk=model.knowledge_base_id)
@@ -276,6 +283,7 @@ def reranker_activate(*, model: RerankerModel) -> None:
     model.save(update_fields=["is_active", "previous_reranker", "updated_at"])
     kb.reranker = KB_RERANKER
     kb.save(update_fields=["reranker", "updated_at"])
+    _regression(kb)
 
 
 @transaction.atomic
@@ -288,6 +296,7 @@ def reranker_deactivate(*, knowledge_base) -> None:
     RerankerModel.objects.filter(pk=active.pk).update(is_active=False)
     kb.reranker = active.previous_reranker
     kb.save(update_fields=["reranker", "updated_at"])
+    _regression(kb)
 
 
 def models_of(knowledge_base) -> Sequence[RerankerModel]:

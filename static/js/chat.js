@@ -308,7 +308,61 @@
       wrap.appendChild(b);
     }
     wrap.appendChild(thanks);
+    const faqKbs = faqKnowledgeBases();
+    if (faqKbs.length) {
+      const save = el("button", "small link save-faq", L.labelFaq);
+      save.type = "button";
+      save.addEventListener("click", () => openFaqForm(view, msgId, faqKbs, save));
+      wrap.appendChild(save);
+    }
     return wrap;
+  }
+
+  // ---- Save as FAQ (owners and editors: curation/faq_views.py) -------------------------
+  function faqKnowledgeBases() {
+    // The conversation's knowledge bases whose FAQ this user writes: [[id, name], ...].
+    const writable = (L.faqKbs || "").split(",").filter(Boolean);
+    return Array.from(kbPick.querySelectorAll("input[name=kb]:checked"))
+      .filter((x) => writable.includes(x.value)).map((x) => [x.value, x.dataset.name]);
+  }
+
+  function openFaqForm(view, msgId, kbs, button) {
+    if (view.m.querySelector("form.faq-form")) return;
+    const f = el("form", "faq-form stacked");
+    const asked = view.m.previousElementSibling && view.m.previousElementSibling.classList.contains("user")
+      ? view.m.previousElementSibling.querySelector(".bubble").textContent : "";
+    const field = (label, input) => { const l = el("label", null, label); l.appendChild(input); f.appendChild(l); };
+    const question = el("input"); question.name = "question"; question.required = true; question.maxLength = 1000; question.value = asked;
+    const answer = el("textarea"); answer.name = "answer"; answer.required = true; answer.rows = 5; answer.value = view.text;
+    field(L.labelFaqQuestion, question);
+    field(L.labelFaqAnswer, answer);
+    const kb = el("select"); kb.name = "knowledge_base";
+    for (const [id, name] of kbs) { const o = el("option", null, name); o.value = id; kb.appendChild(o); }
+    if (kbs.length > 1) field(L.labelFaqKb, kb);
+    const note = el("p", "muted"); note.setAttribute("role", "status");
+    const submit = el("button", "small", L.labelFaqSave); submit.type = "submit";
+    const cancel = el("button", "small secondary", L.labelCancel); cancel.type = "button";
+    cancel.addEventListener("click", () => f.remove());
+    const row = el("p"); row.append(submit, " ", cancel);
+    f.append(row, note);
+    f.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const body = new FormData();
+      body.append("question", question.value); body.append("answer", answer.value); body.append("knowledge_base", kb.value);
+      submit.disabled = true;
+      fetch(L.faqUrl.replace("/0/", "/" + msgId + "/"), {method: "POST", body, headers: {"X-CSRFToken": csrf}})
+        .then((r) => r.json().then((data) => ({ok: r.ok, data})))
+        .then(({ok, data}) => {
+          submit.disabled = false;
+          if (!ok) { note.textContent = data.error || L.labelError; return; }
+          f.remove();
+          const saved = el("span", "muted faq-saved", data.message || L.labelFaqSaved);
+          saved.setAttribute("role", "status");
+          button.replaceWith(saved);
+        }, () => { submit.disabled = false; note.textContent = L.labelError; });
+    });
+    view.m.appendChild(f);
+    question.focus();
   }
 
   function finish(view, data) {
@@ -319,6 +373,7 @@
     view.m.classList.add(data.mode || "generated");
     if (data.mode === "abstained") view.status.textContent = L.labelAbstained;
     else if (data.mode === "stopped") view.status.textContent = L.labelStopped;
+    else if (data.mode === "faq") view.status.textContent = L.labelFaqMode;
     else if (data.mode === "error") view.status.textContent = L.labelError + (data.error ? ": " + data.error : "");
     else view.status.textContent = "";
     const key = id || view.key;

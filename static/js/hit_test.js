@@ -27,3 +27,25 @@
   }
   window.setTimeout(poll, 1000);
 })();
+
+// "Save as test case": a passage can appear in two lists (reranked and answer order); ticking
+// it in one ticks it in the other, and the button waits for at least one tick.
+(function () {
+  "use strict";
+  const form = document.getElementById("case-form");
+  if (!form) return;
+  const button = document.getElementById("save-case");
+  const boxes = Array.from(document.querySelectorAll('input[name="chunk"][form="case-form"]'));
+  function update() {
+    button.disabled = !boxes.some((box) => box.checked);
+  }
+  boxes.forEach((box) => {
+    box.addEventListener("change", () => {
+      boxes.forEach((other) => {
+        if (other !== box && other.value === box.value) other.checked = box.checked;
+      });
+      update();
+    });
+  });
+  update();
+})();
