@@ -119,7 +119,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
 
     def reranker(name: str) -> Callable[[], object]:
         def run():
-            from retrieval.rerankers import RemoteReranker
+            from retrieval.rerank.backends import RemoteReranker
 
             backend = get_reranker(name)
             if isinstance(backend, RemoteReranker):  # a server elsewhere: nothing to load

@@ -25,7 +25,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragapp.settings")
 import django  # noqa: E402
 
 django.setup()
-from retrieval.second_stage import LinearRanker  # noqa: E402
+from retrieval.rerank.linear import LinearRanker  # noqa: E402
 from retrieval.training import cross_encoder as ce  # noqa: E402
 from retrieval.training.ranker import query_metrics  # noqa: E402
 

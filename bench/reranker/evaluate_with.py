@@ -23,12 +23,12 @@ from django.test import override_settings  # noqa: E402
 
 ENTRIES = {
     "default": {
-        "BACKEND": "retrieval.second_stage.LearnedReranker",
+        "BACKEND": "retrieval.rerank.learned.LearnedReranker",
         "OPTIONS": {
             "model_path": os.environ.get("RANKER", "retrieval/weights/default_ranker.json")
         },
     },
-    "kb": {"BACKEND": "retrieval.second_stage.KnowledgeBaseReranker", "OPTIONS": {}},
+    "kb": {"BACKEND": "retrieval.rerank.learned.KnowledgeBaseReranker", "OPTIONS": {}},
 }
 
 with override_settings(RAG_RERANKERS={**settings.RAG_RERANKERS, **ENTRIES}):

@@ -16,7 +16,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragapp.settings")
 import django  # noqa: E402
 
 django.setup()
-from retrieval.second_stage import LearnedReranker  # noqa: E402
+from retrieval.rerank.learned import LearnedReranker  # noqa: E402
 
 reranker = LearnedReranker(name="default")
 reranker.rerank("warm up", [])

@@ -225,7 +225,7 @@ def train(out: Path) -> None:
 
 
 def score(model_path: Path, pickles) -> None:
-    from retrieval.second_stage import LinearRanker
+    from retrieval.rerank.linear import LinearRanker
     from retrieval.training.ranker import ranking_metrics
 
     model = LinearRanker.load(model_path)

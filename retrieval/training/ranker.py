@@ -1,4 +1,4 @@
-"""Fitting the feature ranker (retrieval.second_stage.LinearRanker) and measuring rankings.
+"""Fitting the feature ranker (retrieval.rerank.linear.LinearRanker) and measuring rankings.
 
 A "row" is one query's first-stage result: {"query": str, "candidates": [Candidate],
 "labels": [0/1 per candidate]}. The loss is listwise: -log of the softmax mass the model
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from retrieval.fusion import detect_query_language
-from retrieval.second_stage import FEATURES, LinearRanker, features
+from retrieval.rerank.linear import FEATURES, LinearRanker, features
 
 L2 = 1e-3
 STEPS = 400

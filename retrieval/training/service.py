@@ -17,10 +17,12 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from retrieval.fusion import detect_query_language
 from retrieval.models import RerankerModel, TrainingStatus
-from retrieval.second_stage import DEFAULT_MODEL, LinearRanker
+from retrieval.rerank.learned import MODEL_FILE, load_ranker
+from retrieval.rerank.linear import DEFAULT_MODEL, LinearRanker
 from retrieval.training.cross_encoder import CrossEncoderConfig
 from retrieval.training.pairs import (
     TrainingQuery,
@@ -36,18 +38,6 @@ KB_RERANKER = "kb"
 # A new model must beat the one in use by this much held-out nDCG@10: below it the
 # difference on a few dozen queries is noise, and switching has a cost (new behaviour).
 MIN_GAIN = 0.005
-MODEL_FILE = "ranker.json"
-
-
-def load_ranker(folder: str | Path):
-    """A trained model folder: the linear ranker, with its cross-encoder when it has one."""
-    from retrieval.training.cross_encoder import CROSS_ENCODER_DIR, load_mixed
-
-    folder = Path(folder)
-    linear = LinearRanker.load(folder / MODEL_FILE)
-    if (folder / CROSS_ENCODER_DIR).is_dir():
-        return load_mixed(folder, linear)
-    return linear
 
 
 def current_ranker(knowledge_base) -> tuple[object, str]:
@@ -67,9 +57,9 @@ def training_queries(
 ) -> list[TrainingQuery]:
     """QA pairs and chat feedback first, weak queries from the sections for the rest."""
     if feedback is None:
-        from chat.selectors import feedback_for_training
-
-        feedback = feedback_for_training(knowledge_base=knowledge_base)
+        # Chat owns the feedback; it reaches training through a setting, not an import
+        # (retrieval never imports chat).
+        feedback = import_string(settings.RAG_TRAINING_FEEDBACK)(knowledge_base=knowledge_base)
     queries = [*qa_pair_queries(knowledge_base), *feedback_queries(feedback)]
     queries += weak_queries_from_knowledge_base(
         knowledge_base, limit=max(max_queries - len(queries), 0), seed=seed
@@ -137,7 +127,7 @@ def reranker_train(
         if base == "current":
             report(80, "fitting")
             linear, fitted = fit_language_models({"kb": rows}, seed=seed, base=current, steps=steps)
-            card = {"kind": "linear ranker (retrieval.second_stage.LinearRanker)"}
+            card = {"kind": "linear ranker (retrieval.rerank.linear.LinearRanker)"}
         else:
             linear, fitted, extra = _fit_cross_encoder(
                 rows,

@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from retrieval.text import has_cjk
+from textkit import has_cjk
 
 # Headings that name a part of every page, not a topic: the page title makes them a query.
 GENERIC_HEADINGS = frozenset(

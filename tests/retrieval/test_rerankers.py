@@ -5,7 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from retrieval.cutoffs import Cutoffs, apply_cutoffs
-from retrieval.rerankers import CrossEncoderReranker, NoReranker, RemoteReranker, RerankerError
+from retrieval.rerank.backends import CrossEncoderReranker, NoReranker, RemoteReranker
+from retrieval.rerank.base import RerankerError
 from retrieval.types import Candidate
 
 

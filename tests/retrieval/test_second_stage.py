@@ -3,14 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.second_stage import (
-    DEFAULT_MODEL,
-    FEATURES,
-    KnowledgeBaseReranker,
-    LearnedReranker,
-    LinearRanker,
-    features,
-)
+from retrieval.rerank.learned import KnowledgeBaseReranker, LearnedReranker
+from retrieval.rerank.linear import DEFAULT_MODEL, FEATURES, LinearRanker, features
 from retrieval.types import Candidate
 
 WEIGHTS_DIR = Path(DEFAULT_MODEL).parent

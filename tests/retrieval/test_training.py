@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 
-from retrieval.second_stage import DEFAULT_MODEL, LinearRanker
+from retrieval.rerank.linear import DEFAULT_MODEL, LinearRanker
 from retrieval.training.pairs import (
     feedback_queries,
     is_positive,
@@ -99,7 +99,7 @@ def tiny_kb(make_user, make_kb):
 def _activate_bad_model(kb, tmp_path) -> Path:
     """Put a deliberately bad model in use (as if trained earlier): any training beats it."""
     from retrieval.models import RerankerModel, TrainingStatus
-    from retrieval.training.service import MODEL_FILE
+    from retrieval.rerank.learned import MODEL_FILE
 
     bad = tmp_path / "bad"
     _inverted(LinearRanker.load(DEFAULT_MODEL)).save(bad / MODEL_FILE)
