@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from retrieval.text import has_cjk, query_tokens
+from retrieval.text import query_tokens
+from textkit import has_cjk
 
 # Words that point back into the conversation.
 # ("that", "one", "there" ... also appear in self-contained questions: left out.)

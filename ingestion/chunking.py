@@ -9,10 +9,11 @@ own text is then its context. Sizes are counted with the embedding model's token
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from textkit import has_cjk, jieba, split_sentences
 
 if TYPE_CHECKING:  # pragma: no cover
     from ingestion.parsing import Section
@@ -78,22 +79,10 @@ class _Chunk:
     tokens: int = 0
 
 
-# Sentence ends: Chinese 。！？；… and English .!?; followed by space, plus line breaks.
-_SENTENCE_END = re.compile(r"(?<=[。！？；…])|(?<=[.!?;])\s+|\n+")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def split_sentences(text: str) -> list[str]:
-    parts = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
-    return parts or ([text.strip()] if text.strip() else [])
-
-
 def split_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
     """Cut a sentence that alone exceeds max_tokens at word boundaries (jieba for Chinese)."""
-    if _CJK.search(text):
-        from retrieval.text import _get_jieba
-
-        words = list(_get_jieba().cut(text))
+    if has_cjk(text):
+        words = list(jieba().cut(text))
         joiner = ""
     else:
         words = text.split()
@@ -167,7 +156,7 @@ def _join(units: Sequence[_Unit]) -> str:
     for prev, unit in zip(units, units[1:], strict=False):
         if unit.paragraph == prev.paragraph:
             # Pieces of one paragraph: no break, and no space between Chinese sentences.
-            glue = "" if _CJK.search(prev.text[-1:]) or _CJK.search(unit.text[:1]) else " "
+            glue = "" if has_cjk(prev.text[-1:]) or has_cjk(unit.text[:1]) else " "
         else:
             glue = sep
         out += glue + unit.text

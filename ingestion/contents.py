@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from ingestion.parsers.base import Section
+from textkit import CJK_IDEOGRAPHS
 
 TOC_KIND = "toc"
 # "1.2 Installing … 4", "Introduction . . . . 7", "Setup ........ 12"
@@ -28,7 +29,7 @@ _HEADING = re.compile(
     re.I,
 )
 _NUMBER = re.compile(r"(?<![\w.])\d{1,4}(?![\w])")
-_TOKEN = re.compile(r"[^\W\d_]+|\d+|[\u3400-\u9fff]")
+_TOKEN = re.compile(f"[^\\W\\d_]+|\\d+|[{CJK_IDEOGRAPHS}]")
 
 
 def is_contents_page(text: str, *, follows_contents: bool = False) -> bool:

@@ -3,7 +3,6 @@ knowledge bases the caller has already scoped; no request objects here."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message, Mode
 from ingestion.models import Chunk, Document, DocumentStatus
+from textkit import percentile
 
 STAGES = ("condense", "recall", "rerank", "first_token", "total")
 PERCENTILES = (50, 90, 99)
@@ -51,15 +51,6 @@ class Dashboard:
     evaluation: dict = field(default_factory=dict)
     # People who asked through a share link without an account (curation.sharing).
     visitors: int = 0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of unsorted values (0 for none)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def _conversation_ids(knowledge_bases):

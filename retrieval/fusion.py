@@ -14,24 +14,15 @@ optimum is flat around the defaults (see bench/fusion_research/README.md).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from django.conf import settings
 
 from retrieval.recall import Hit
+from textkit import detect_language
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\-]*")
-
-
-def detect_query_language(text: str) -> str:
-    """'zh' when CJK characters are at least a fifth of characters + Latin words."""
-    cjk = len(_CJK.findall(text))
-    latin = len(_LATIN_WORD.findall(text))
-    if cjk + latin == 0:
-        return ""
-    return "zh" if cjk / (cjk + latin) >= 0.2 else "en"
+# The one language rule (textkit), under the name retrieval's callers know it by.
+detect_query_language = detect_language
 
 
 def stage_weights(query: str, stages: Sequence[str]) -> dict[str, float]:

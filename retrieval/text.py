@@ -7,16 +7,14 @@ English words and leaves the Chinese tokens as they are.
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
+
+from textkit import CJK_IDEOGRAPHS, has_cjk
+from textkit import jieba as _get_jieba
 
 TS_CONFIG = "english"
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_TOKEN = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", re.UNICODE)
-_jieba_lock = threading.Lock()
-_jieba = None
+_TOKEN = re.compile(f"[\\w{CJK_IDEOGRAPHS}]+", re.UNICODE)
 
 # Very frequent Chinese function words: they match everything and carry no signal.
 ZH_STOPWORDS = frozenset(
@@ -24,23 +22,6 @@ ZH_STOPWORDS = frozenset(
     "一个 什么 怎么 怎样 如何 为什么 哪些 哪个 吗 呢 吧 啊 我 你 他 她 它 我们 你们 他们 "
     "可以 能 会 要 有 没有 中 上 下 个 等 如果 时 使用 进行".split()
 )
-
-
-def _get_jieba():
-    global _jieba
-    if _jieba is None:
-        with _jieba_lock:
-            if _jieba is None:
-                import jieba
-
-                jieba.setLogLevel(logging.WARNING)
-                jieba.initialize()
-                _jieba = jieba
-    return _jieba
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))
 
 
 def segment(text: str) -> str:

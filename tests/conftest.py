@@ -171,7 +171,8 @@ def _configure_fast_mode(settings) -> None:
     model fails the test, so a test that needs one must be marked `models` (and is then
     deselected). The real embedders stay configured: their vector indexes are created by
     the migrations as always, next to the 64-d one of "hash"."""
-    from retrieval import embedders, rerankers
+    from retrieval import embedders
+    from retrieval.rerank import backends as rerankers
 
     settings.RAG_EMBEDDERS = {
         **settings.RAG_EMBEDDERS,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 
+from textkit import CJK_IDEOGRAPHS, CJK_PUNCTUATION, detect_language  # noqa: F401 - parsing reads it here
+
 
 class ParseError(Exception):
     """Permanent failure with a message a user understands, e.g. 'PDF is encrypted',
@@ -90,10 +92,8 @@ class Context:
 # --------------------------------------------------------------------------- text helpers
 
 _WS_RE = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200b\u3000\ufeff]+")
-_CJK_GAP_RE = re.compile(
-    r"(?<=[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef])"
-    r" (?=[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef])"
-)
+_CJK_TEXT = f"[{CJK_PUNCTUATION}{CJK_IDEOGRAPHS}]"
+_CJK_GAP_RE = re.compile(f"(?<={_CJK_TEXT}) (?={_CJK_TEXT})")
 _CTRL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
@@ -127,41 +127,6 @@ def clean_code(text: str) -> str:
 def join_cjk_spaces(text: str) -> str:
     """OCR engines put spaces between Chinese characters; remove them."""
     return _CJK_GAP_RE.sub("", text)
-
-
-def is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return (
-        0x4E00 <= o <= 0x9FFF
-        or 0x3400 <= o <= 0x4DBF
-        or 0xF900 <= o <= 0xFAFF
-        or 0x20000 <= o <= 0x2FA1F
-    )
-
-
-def detect_language(text: str) -> str:
-    """'zh' when CJK ideographs are >= 20% of (ideographs + Latin letters), 'en' when Latin
-    letters dominate, '' when there are neither."""
-    if not text:
-        return ""
-    if len(text) > 400_000:  # a spread-out sample is plenty
-        step = len(text) // 4
-        text = "".join(text[i * step : i * step + 100_000] for i in range(4))
-    cjk = latin = 0
-    for ch in text:
-        if ch < "\u0080":
-            if ch.isalpha():
-                latin += 1
-        elif is_cjk(ch):
-            cjk += 1
-        elif ch.isalpha() and ord(ch) < 0x0250:
-            latin += 1
-    total = cjk + latin
-    if total == 0:
-        return ""
-    if cjk / total >= 0.2:
-        return "zh"
-    return "en"
 
 
 # Unicode ranges whose characters are normal in real documents. Anything else (rare scripts,

@@ -28,7 +28,7 @@ from ingestion.services import (
     documents_ingest_batch,
     knowledge_base_delete,
 )
-from retrieval.evaluation import percentile
+from textkit import percentile
 
 STAGES = ("condense", "recall", "rerank", "first_token", "total")
 
