@@ -13,7 +13,7 @@ from ingestion.models import (
     Membership,
     QAPair,
 )
-from ingestion.services import document_enqueue
+from ingestion.services import document_enqueue, reingest_refusal
 
 
 class MembershipInline(admin.TabularInline):
@@ -105,10 +105,16 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Re-ingest the selected documents"))
     def reingest(self, request, queryset):
+        queued = 0
         with transaction.atomic():
             for document in queryset:
+                refusal = reingest_refusal(document=document)
+                if refusal:  # the FAQ document: skipped, with the reason
+                    messages.warning(request, f"{document.original_name}: {refusal}")
+                    continue
                 document_enqueue(document=document, force=True)
-        messages.success(request, _("%(n)d document(s) queued.") % {"n": queryset.count()})
+                queued += 1
+        messages.success(request, _("%(n)d document(s) queued.") % {"n": queued})
 
 
 @admin.register(Chunk)

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from django.core.files.base import File
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.utils.translation import gettext as _
 
 from ingestion.chunking import ChunkDraft, ChunkSizes, chunk_sections
 from ingestion.models import (
@@ -59,6 +60,11 @@ class UnsupportedUpload(UploadRejected):
 
 class TransientIngestError(Exception):
     """Worth retrying: the task retries these with backoff."""
+
+
+class NotReingestable(Exception):
+    """A document that ingestion must not touch (a knowledge base's FAQ document); the
+    message is user-facing."""
 
 
 class ClaimLost(Exception):
@@ -289,8 +295,40 @@ def review_status_for(*, knowledge_base: KnowledgeBase, user) -> str:
     return ReviewStatus.PENDING
 
 
+def reingest_refusal(*, document: Document) -> str:
+    """Why `document` cannot be queued ("" when it can). A knowledge base's FAQ document has
+    no file: its chunks are the FAQ entries, written by curation.faq, and an ingestion run
+    would fail on the missing file or replace the entries' chunks with nothing."""
+    from curation.faq import is_faq_document
+
+    if is_faq_document(document):
+        return _(
+            "These are the knowledge base's FAQ entries: they have no file to re-ingest. "
+            "Change or delete them on the FAQ page."
+        )
+    return ""
+
+
+def delete_refusal(*, document: Document) -> str:
+    """Why `document` cannot be deleted on its own ("" when it can): the FAQ document goes
+    with its entries, which are deleted on the FAQ page (deleting the document would leave
+    entries that answer questions without a passage behind them)."""
+    from curation.faq import is_faq_document
+
+    if is_faq_document(document):
+        return _(
+            "These are the knowledge base's FAQ entries: delete them on the FAQ page, "
+            "not as a document."
+        )
+    return ""
+
+
 def document_enqueue(*, document: Document, force: bool = False) -> None:
-    """Queue (or re-queue) a document; `force` re-ingests even when its chunks are current."""
+    """Queue (or re-queue) a document; `force` re-ingests even when its chunks are current.
+    Raises NotReingestable for a document ingestion must not touch (reingest_refusal)."""
+    refusal = reingest_refusal(document=document)
+    if refusal:
+        raise NotReingestable(refusal)
     task_id = str(uuid.uuid4())
     # The new task id supersedes any earlier message for this document (see _claim).
     # updated_at is the time it joined the queue: queue positions are counted by it.
@@ -398,10 +436,18 @@ def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
 
 def document_delete(*, document: Document) -> None:
     """Remove a document, its chunks (cascade) and its stored file."""
-    storage, path = document.file.storage, document.file.name
-    document.delete()
-    if path:
-        transaction.on_commit(lambda: storage.delete(path))
+    documents_delete(documents=[document])
+
+
+def documents_delete(*, documents: Iterable[Document]) -> None:
+    """Remove documents, their chunks and vectors and their stored files. One cascade for
+    all of them: the chunks of every document are collected and deleted together, a few
+    queries whatever the count, not a round of them per document (bulk delete)."""
+    documents = list(documents)
+    files = [(d.file.storage, d.file.name) for d in documents if d.file.name]
+    Document.objects.filter(pk__in=[d.pk for d in documents]).delete()
+    for storage, path in files:
+        transaction.on_commit(lambda s=storage, p=path: s.delete(p))
 
 
 # --- the pipeline --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("kb/<int:pk>/thresholds", views.kb_thresholds, name="kb_thresholds"),
     path("kb/<int:pk>/documents.json", views.kb_documents, name="kb_documents"),
+    path("kb/<int:pk>/documents/bulk", views.kb_documents_bulk, name="kb_documents_bulk"),
     path("kb/<int:pk>/upload", views.kb_upload, name="kb_upload"),
     path("kb/<int:pk>/add-url", views.kb_add_url, name="kb_add_url"),
     path("kb/<int:pk>/review/", views.kb_review, name="kb_review"),

@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -25,6 +25,23 @@ from ingestion.chunk_editing import (
     chunk_update,
     editable_chunk_get,
     manual_edits,
+)
+from ingestion.document_list import (
+    DOCUMENTS_PER_PAGE,
+    MAX_BULK_DOCUMENTS,
+    PER_PAGE_CHOICES,
+    BulkRejected,
+    clean_ids,
+    document_list_context,
+    documents_bulk,
+    documents_by_ids,
+    documents_listed,
+    knowledge_bases_named,
+    list_query_from,
+    status_counts,
+    with_chunk_counts,
+    with_faq_display,
+    with_summaries,
 )
 from ingestion.documents import (
     InvalidMetadata,
@@ -42,9 +59,6 @@ from ingestion.forms import (
     UrlForm,
 )
 from ingestion.models import (
-    Chunk,
-    Document,
-    DocumentStatus,
     GroupMembership,
     Membership,
     ReviewStatus,
@@ -55,16 +69,16 @@ from ingestion.selectors import (
     document_get,
     knowledge_base_get,
     knowledge_bases_for,
-    queue_positions,
-    visible_documents,
 )
 from ingestion.services import (
     UploadRejected,
+    delete_refusal,
     document_create,
     document_create_from_url,
     document_delete,
     document_enqueue,
     knowledge_base_delete,
+    reingest_refusal,
 )
 from ragapp.audit import audit_record, audit_role_grant, audit_settings, form_changes
 from ragapp.validation import storable_text
@@ -81,30 +95,13 @@ def kb_list(request):
             return redirect("kb_detail", pk=kb.pk)
     else:
         form = KnowledgeBaseForm()
-    kbs = knowledge_bases_for(user=request.user).annotate(
-        n_documents=_count(Document.objects.filter(knowledge_base=OuterRef("pk"))),
-        n_chunks=_count(Chunk.objects.filter(knowledge_base=OuterRef("pk"), is_parent=False)),
-        size=Subquery(
-            Document.objects.filter(knowledge_base=OuterRef("pk"))
-            .values("knowledge_base")
-            .annotate(s=Sum("size"))
-            .values("s")[:1]
-        ),
-        **{
-            f"n_{status}": _count(
-                Document.objects.filter(knowledge_base=OuterRef("pk"), status=status)
-            )
-            for status in DocumentStatus.values
-        },
+    query = storable_text(request.GET.get("q", "")).strip()[:200]
+    kbs = with_summaries(
+        user=request.user,
+        knowledge_bases=knowledge_bases_named(knowledge_bases_for(user=request.user), query),
     )
-    return render(request, "ingestion/kb_list.html", {"knowledge_bases": kbs, "form": form})
-
-
-def _count(queryset):
-    """A correlated COUNT(*) subquery: several counts on one list without join blow-up."""
-    return Subquery(
-        queryset.order_by().values("knowledge_base").annotate(n=Count("pk")).values("n")[:1],
-        output_field=IntegerField(),
+    return render(
+        request, "ingestion/kb_list.html", {"knowledge_bases": kbs, "form": form, "query": query}
     )
 
 
@@ -119,8 +116,11 @@ def _redirect_back(request, default):
 
 @login_required
 def kb_detail(request, pk: int):
+    """The knowledge base's documents, a page at a time: searched by name, filtered by
+    status and type, sorted; editors and owners re-ingest or delete a selection."""
     kb = knowledge_base_get(user=request.user, pk=pk)
     role = kb.role_of(request.user)
+    page, query, per_page = _documents_page(request, kb)
     return render(
         request,
         "ingestion/kb_detail.html",
@@ -135,41 +135,84 @@ def kb_detail(request, pk: int):
             "max_upload_mb": settings.RAG_MAX_UPLOAD_BYTES // (1024 * 1024),
             "max_files": settings.RAG_MAX_FILES_PER_UPLOAD,
             "allowed": ", ".join(sorted(settings.RAG_ALLOWED_EXTENSIONS)),
+            **document_list_context(
+                page=page,
+                query=query,
+                per_page=per_page,
+                counts=status_counts(user=request.user, knowledge_base=kb),
+            ),
         },
     )
+
+
+def _documents_page(request, kb):
+    """The page of the documents list that the query string asks for (the portal and its
+    JSON feed read the same parameters)."""
+    get = request.GET
+    query = list_query_from(
+        q=get.get("q"),
+        status=get.get("status"),
+        type=get.get("type"),
+        sort=get.get("sort"),
+        strict=False,
+    )
+    per_page = _positive_int(get.get("per_page"))
+    if per_page not in PER_PAGE_CHOICES:
+        per_page = DOCUMENTS_PER_PAGE
+    docs = documents_listed(user=request.user, knowledge_base=kb, query=query)
+    page = Paginator(docs, per_page).get_page(get.get("page"))
+    page.object_list = with_faq_display(
+        with_chunk_counts(page.object_list),
+        knowledge_base=kb,
+        can_open_faq=kb.role_of(request.user) in (Role.OWNER, Role.EDITOR),
+    )
+    return page, query, per_page
 
 
 @login_required
 @require_GET
 def kb_documents(request, pk: int):
-    """Status and progress of every document, polled by the portal page."""
+    """Status and progress for the portal's poll: ?ids=1,2,3 (the rows on its page, so a
+    poll costs the same at ten documents or ten thousand), else one page of the list with
+    the portal's parameters (q, status, type, sort, page, per_page)."""
     kb = knowledge_base_get(user=request.user, pk=pk)
-    docs = list(
-        visible_documents(user=request.user)
-        .filter(knowledge_base=kb)
-        .annotate(
-            n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
-            n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+    if "ids" in request.GET:
+        ids = clean_ids(request.GET["ids"].split(","))
+        docs = with_faq_display(
+            with_chunk_counts(documents_by_ids(user=request.user, knowledge_base=kb, ids=ids)),
+            knowledge_base=kb,
+            can_open_faq=kb.role_of(request.user) in (Role.OWNER, Role.EDITOR),
         )
-    )
-    queue = queue_positions(document_ids=[d.pk for d in docs if d.status == DocumentStatus.QUEUED])
+        extra = {}
+    else:
+        page, _query, _per_page = _documents_page(request, kb)
+        docs = page.object_list
+        extra = {
+            "count": page.paginator.count,
+            "page": page.number,
+            "num_pages": page.paginator.num_pages,
+        }
     return JsonResponse(
         {
             "documents": [
                 {
                     "id": d.pk,
-                    "name": d.original_name,
+                    "name": d.display_name,
+                    # The FAQ document: its entries, edited on the FAQ page (view_url, for
+                    # those who may open it), never re-ingested or deleted from the list.
+                    "faq": d.faq,
+                    **({"view_url": d.view_url} if d.view_url else {}),
                     "status": d.status,
                     "status_label": d.get_status_display(),
                     "progress": d.progress,
-                    "queue_position": queue[d.pk].position if d.pk in queue else None,
-                    "eta_seconds": queue[d.pk].eta_seconds if d.pk in queue else None,
+                    "queue_position": d.queue_place.position if d.queue_place else None,
+                    "eta_seconds": d.queue_place.eta_seconds if d.queue_place else None,
                     "error": d.error,
                     "size": d.size,
                     "pages": d.page_count,
                     "chunks": d.n_chunks,
                     # The portal asks before a re-ingest replaces these.
-                    "manual_edits": manual_edits(document=d, edited=d.n_edited),
+                    "manual_edits": d.manual_edits,
                     "source_url": d.source_url,
                     # Contributions: "pending" (waiting for review) or "rejected" (+ reason).
                     "review_status": d.review_status,
@@ -178,9 +221,51 @@ def kb_documents(request, pk: int):
                     "updated_at": d.updated_at.isoformat(),
                 }
                 for d in docs
-            ]
+            ],
+            **extra,
         }
     )
+
+
+@login_required
+@require_POST
+def kb_documents_bulk(request, pk: int):
+    """Re-ingest or delete the selected documents (editors and owners; 404 for others),
+    then back to the same page of the list with what was done and what was skipped."""
+    kb = knowledge_base_get(user=request.user, pk=pk, write=True)
+    action = request.POST.get("action", "")
+    try:
+        with transaction.atomic():
+            results = documents_bulk(
+                user=request.user,
+                knowledge_base=kb,
+                action=action,
+                ids=clean_ids(request.POST.getlist("ids")),
+                request=request,
+            )
+    except BulkRejected:
+        messages.error(
+            request,
+            _("Select at least one document, and at most %(n)d.") % {"n": MAX_BULK_DOCUMENTS},
+        )
+        return _redirect_back(request, redirect("kb_detail", pk=kb.pk))
+    done = sum(r.ok for r in results)
+    if done:
+        messages.success(
+            request,
+            (
+                _("%(n)d document(s) deleted.")
+                if action == "delete"
+                else _("%(n)d document(s) queued again.")
+            )
+            % {"n": done},
+        )
+    for reason in sorted({r.message for r in results if not r.ok}):
+        n = sum(1 for r in results if not r.ok and r.message == reason)
+        messages.error(
+            request, _("%(n)d document(s) skipped: %(reason)s") % {"n": n, "reason": reason}
+        )
+    return _redirect_back(request, redirect("kb_detail", pk=kb.pk))
 
 
 @login_required
@@ -277,6 +362,15 @@ def kb_add_url(request, pk: int):
     return redirect("kb_detail", pk=kb.pk)
 
 
+def _refused(request, document, message: str):
+    """An action that does not apply to this document (the FAQ document): 409 with the
+    reason for the list's script, else the reason as a message on the FAQ page."""
+    if request.headers.get("x-requested-with") == "XMLHttpRequest":
+        return JsonResponse({"ok": False, "error": message}, status=409)
+    messages.error(request, message)
+    return redirect("kb_faqs", pk=document.knowledge_base_id)
+
+
 @login_required
 @require_POST
 def document_retry(request, pk: int):
@@ -284,6 +378,9 @@ def document_retry(request, pk: int):
     if document.review_status != ReviewStatus.APPROVED:
         # Indexing a contribution is approving it: that goes through the review queue.
         raise PermissionDenied(_("This document is not approved."))
+    refusal = reingest_refusal(document=document)
+    if refusal:
+        return _refused(request, document, refusal)
     with transaction.atomic():
         document_enqueue(document=document, force=True)
     if request.headers.get("x-requested-with") == "XMLHttpRequest":
@@ -297,6 +394,9 @@ def document_retry(request, pk: int):
 def document_remove(request, pk: int):
     document = document_get(user=request.user, pk=pk, write=True)
     kb_id = document.knowledge_base_id
+    refusal = delete_refusal(document=document)
+    if refusal:
+        return _refused(request, document, refusal)
     with transaction.atomic():
         audit_record(request=request, action="document.delete", obj=document)
         document_delete(document=document)
@@ -428,11 +528,18 @@ def document_metadata(request, pk: int):
     """Editors and owners replace the document's tags and key=value metadata."""
     document = document_get(user=request.user, pk=pk, write=True)
     try:
-        document_set_metadata(
-            document=document,
-            tags=clean_tags(request.POST.get("tags", "")),
-            meta=parse_meta_lines(request.POST.get("meta", "")),
-        )
+        with transaction.atomic():
+            document_set_metadata(
+                document=document,
+                tags=clean_tags(request.POST.get("tags", "")),
+                meta=parse_meta_lines(request.POST.get("meta", "")),
+            )
+            audit_record(
+                request=request,
+                action="document.metadata",
+                obj=document,
+                details={"tags": document.tags, "meta": document.meta},
+            )
     except InvalidMetadata as exc:
         messages.error(request, str(exc))
     else:

@@ -76,6 +76,7 @@ def _http_error(request, exc):
         413: "too_large",
         415: "unsupported",
         409: "conflict",
+        422: "invalid",
     }
     return error(request, exc.status_code, codes.get(exc.status_code, "error"), str(exc))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from ninja import File, Form, Query, Router, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
@@ -14,6 +16,16 @@ from ninja.pagination import LimitOffsetPagination, paginate
 
 from curation.tasks import enqueue_regression
 from ingestion.chunk_editing import manual_edits
+from ingestion.document_list import (
+    BulkRejected,
+    InvalidListQuery,
+    clean_ids,
+    documents_bulk,
+    documents_listed,
+    knowledge_bases_named,
+    list_query_from,
+    with_chunk_counts,
+)
 from ingestion.documents import (
     InvalidMetadata,
     automatic_fields,
@@ -37,22 +49,26 @@ from ingestion.selectors import (
     knowledge_base_get,
     knowledge_bases_for,
     queue_positions,
-    visible_documents,
+    visible_condition,
 )
 from ingestion.services import (
     UnsupportedUpload,
     UploadRejected,
+    delete_refusal,
     document_create,
     document_create_from_url,
     document_delete,
     document_enqueue,
     document_set_visibility,
     knowledge_base_delete,
+    reingest_refusal,
 )
 from ingestion.visibility import InvalidVisibility, visibility_from, visibility_out
 from ragapp.api.schemas import (
     DocumentOut,
     DocumentPatch,
+    DocumentsBulkIn,
+    DocumentsBulkOut,
     KnowledgeBaseIn,
     KnowledgeBaseOut,
     KnowledgeBasePatch,
@@ -122,9 +138,12 @@ def doc_out(d: Document, queue: dict[int, QueuePlace] | None = None) -> dict:
 
 
 @router.get("/knowledge-bases", response=list[KnowledgeBaseOut])
-def list_knowledge_bases(request):
-    kbs = knowledge_bases_for(user=request.user).select_related("owner")
-    kbs = kbs.annotate(n_documents=Count("documents", distinct=True))
+def list_knowledge_bases(request, q: str | None = Query(None, description="part of the name")):
+    kbs = knowledge_bases_named(knowledge_bases_for(user=request.user), q).select_related("owner")
+    # Only the documents this user may see are counted (restricted ones and others'
+    # contributions waiting for review are not), as on the web page.
+    visible = visible_condition(user=request.user, prefix="documents__")
+    kbs = kbs.annotate(n_documents=Count("documents", filter=visible, distinct=True))
     return [kb_out(kb, request.user) for kb in kbs]
 
 
@@ -317,25 +336,65 @@ def add_url(request, kb_id: int, payload: UrlIn):
     return Status(201, doc_out(document))
 
 
+class DocumentPages(LimitOffsetPagination):
+    """limit/offset over the filtered list; chunk counts and queue places are computed for
+    the page's documents only (one grouped query), never for the whole knowledge base."""
+
+    def paginate_queryset(self, queryset, pagination, request, **params):
+        page = super().paginate_queryset(queryset, pagination, request, **params)
+        docs = with_chunk_counts(page["items"])
+        queue = {d.pk: d.queue_place for d in docs if d.queue_place}
+        page["items"] = [doc_out(d, queue) for d in docs]
+        return page
+
+
 @router.get("/knowledge-bases/{int:kb_id}/documents", response=list[DocumentOut])
-@paginate(LimitOffsetPagination)
-def list_documents(request, kb_id: int, status: str | None = Query(None)):
+@paginate(DocumentPages)
+def list_documents(
+    request,
+    kb_id: int,
+    q: str | None = Query(None, description="part of the name, any case"),
+    status: str | None = Query(
+        None,
+        description="queued, parsing, embedding, ready, failed, "
+        "or pending / rejected (contributions)",
+    ),
+    type: str | None = Query(None, description="file extension, e.g. pdf"),
+    sort: str | None = Query(
+        None, description="name, date, size, status or pages; -name etc. descending (default -date)"
+    ),
+):
     kb = knowledge_base_get(user=request.user, pk=kb_id)
-    docs = (
-        visible_documents(user=request.user)
-        .filter(knowledge_base=kb)
-        .annotate(
-            n_chunks=Count("chunks", filter=Q(chunks__is_parent=False)),
-            n_edited=Count("chunks", filter=Q(chunks__edited=True)),
+    try:
+        query = list_query_from(q=q, status=status, type=type, sort=sort)
+    except InvalidListQuery as exc:
+        raise HttpError(400, str(exc)) from exc
+    return documents_listed(user=request.user, knowledge_base=kb, query=query)
+
+
+@router.post("/knowledge-bases/{int:kb_id}/documents/bulk", response=DocumentsBulkOut)
+def bulk_documents(request, kb_id: int, payload: DocumentsBulkIn):
+    """Re-ingest or delete many documents at once (editors and owners; 404 for others):
+    one result per id, in the order given; ids that are not yours to change answer
+    not_found, as on the single-document endpoints."""
+    kb = knowledge_base_get(user=request.user, pk=kb_id, write=True)
+    try:
+        results = documents_bulk(
+            user=request.user,
+            knowledge_base=kb,
+            action=payload.action,
+            ids=clean_ids(payload.ids),
+            request=request,
         )
-    )
-    if status:
-        if status not in DocumentStatus.values:
-            raise HttpError(400, f"status must be one of {', '.join(DocumentStatus.values)}")
-        docs = docs.filter(status=status)
-    docs = list(docs.order_by("-created_at", "-id"))
-    queue = queue_positions(document_ids=[d.pk for d in docs if d.status == DocumentStatus.QUEUED])
-    return [doc_out(d, queue) for d in docs]
+    except BulkRejected as exc:
+        raise HttpError(400, str(exc)) from exc
+    done = sum(r.ok for r in results)
+    return {
+        "action": payload.action,
+        "done": done,
+        "failed": len(results) - done,
+        "results": [asdict(r) for r in results],
+    }
 
 
 @router.get("/documents/{int:doc_id}", response=DocumentOut)
@@ -349,7 +408,7 @@ def get_document(request, doc_id: int):
     }
 
 
-@router.patch("/documents/{int:doc_id}", response={200: DocumentOut, 422: dict})
+@router.patch("/documents/{int:doc_id}", response=DocumentOut)
 def update_document(request, doc_id: int, payload: DocumentPatch):
     """Editors and owners change a document's tags, meta and visible_to (omitted fields are
     left alone; visible_to null lifts the restriction)."""
@@ -361,8 +420,14 @@ def update_document(request, doc_id: int, payload: DocumentPatch):
                 document_set_metadata(
                     document=document, tags=changes.get("tags"), meta=changes.get("meta")
                 )
+                audit_record(
+                    request=request,
+                    action="document.metadata",
+                    obj=document,
+                    details={"tags": document.tags, "meta": document.meta},
+                )
         except InvalidMetadata as exc:
-            return Status(422, {"detail": str(exc)})
+            raise HttpError(422, str(exc)) from exc
     if "visible_to" in changes:
         try:
             visibility = visibility_from(
@@ -374,19 +439,19 @@ def update_document(request, doc_id: int, payload: DocumentPatch):
             document_set_visibility(document=document, visible_to=visibility)
             audit_record(request=request, action="document.visibility", obj=document)
     document.n_chunks = document.chunks.filter(is_parent=False).count()
-    return Status(
-        200,
-        {
-            **doc_out(document),
-            "visible_to": visibility_out(document),
-            "fields": automatic_fields(document),
-        },
-    )
+    return {
+        **doc_out(document),
+        "visible_to": visibility_out(document),
+        "fields": automatic_fields(document),
+    }
 
 
 @router.delete("/documents/{int:doc_id}", response={204: None})
 def delete_document(request, doc_id: int):
     document = document_get(user=request.user, pk=doc_id, write=True)
+    refusal = delete_refusal(document=document)
+    if refusal:
+        raise HttpError(409, refusal)
     with transaction.atomic():
         audit_record(request=request, action="document.delete", obj=document)
         document_delete(document=document)
@@ -398,6 +463,9 @@ def reingest_document(request, doc_id: int):
     document = document_get(user=request.user, pk=doc_id, write=True)
     if document.review_status != ReviewStatus.APPROVED:
         raise HttpError(409, "the document is not approved: approve it to index it")
+    refusal = reingest_refusal(document=document)
+    if refusal:
+        raise HttpError(409, refusal)
     with transaction.atomic():
         document_enqueue(document=document, force=True)
     document.refresh_from_db()

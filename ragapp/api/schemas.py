@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ninja import Field, Schema
 from pydantic import AfterValidator, model_validator
@@ -262,3 +262,26 @@ class MessageOut(Schema):
 
 class ConversationDetail(ConversationOut):
     messages: list[MessageOut]
+
+
+class DocumentsBulkIn(Schema):
+    """Re-ingest or delete many documents of one knowledge base (at most 500 ids)."""
+
+    action: Literal["reingest", "delete"]
+    ids: list[int] = Field(..., min_length=1, max_length=500)
+
+
+class DocumentsBulkResult(Schema):
+    id: int
+    ok: bool
+    # "", not_found (absent or not yours to change), not_approved (a contribution waiting
+    # for review), refused (e.g. the knowledge base's FAQ document).
+    error: str = ""
+    message: str = ""
+
+
+class DocumentsBulkOut(Schema):
+    action: str
+    done: int
+    failed: int
+    results: list[DocumentsBulkResult]

@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   const csrf = document.querySelector("[name=csrfmiddlewaretoken]");
-  const table = document.getElementById("documents");
+  let table = document.getElementById("documents");
   const feedback = document.getElementById("upload-feedback");
 
   function say(text, cls) {
@@ -33,7 +33,7 @@
         .then((body) => {
           for (const a of body.accepted) say("✓ " + a.name, "success");
           for (const r of body.refused) say("✗ " + r.error, "error");
-          refresh();
+          reloadList();
         })
         .catch((e) => say("✗ " + e, "error"));
       input.value = "";
@@ -68,86 +68,145 @@
     return " " + d.progress + "%";
   }
 
-  function row(d) {
-    const tr = document.createElement("tr");
-    tr.dataset.id = d.id;
-    tr.dataset.status = d.status;
-    const name = document.createElement("td");
-    if (d.status === "ready" && table.dataset.viewUrl) {
-      const link = document.createElement("a");
-      link.href = table.dataset.viewUrl.replace("/0/", "/" + d.id + "/");
-      link.textContent = d.name;
-      name.appendChild(link);
-    } else name.textContent = d.name;
-    const status = document.createElement("td");
+  // The status cell as the poll reports it: the review state of a contribution not
+  // approved yet, else the stage with its detail and a progress bar while it runs.
+  function statusCell(td, d) {
     const badge = document.createElement("span");
     badge.className = "badge " + d.status;
-    // A contribution not approved yet is not ingested: its review is its status.
     const reviewed = !d.review_status || d.review_status === "approved";
     if (reviewed) badge.textContent = d.status_label + detail(d);
     else {
       badge.className = "badge review-" + d.review_status;
       badge.textContent = d.review_label + (d.review_reason ? ": " + d.review_reason : "");
     }
-    status.appendChild(badge);
+    td.replaceChildren(badge);
     if (reviewed && d.status !== "ready" && d.status !== "failed") {
       const bar = document.createElement("progress");
       bar.max = 100; bar.value = d.progress;
-      status.appendChild(bar);
+      td.appendChild(bar);
     }
     if (d.error) {
       const err = document.createElement("div");
       err.className = "error";
       err.textContent = d.error;
-      status.appendChild(err);
+      td.appendChild(err);
     }
-    const pages = document.createElement("td");
-    pages.className = "hide-narrow";
-    pages.textContent = d.pages == null ? "" : d.pages;
-    const chunks = document.createElement("td");
-    chunks.textContent = d.chunks;
-    const actions = document.createElement("td");
-    if (table.dataset.canEdit === "1") {
-      const retry = document.createElement("button");
-      retry.className = "small";
-      retry.textContent = table.dataset.labelRetry;
-      retry.addEventListener("click", () => {
-        // Re-ingesting replaces the chunks, manual chunk edits included: ask first.
-        if (d.manual_edits && !confirm(table.dataset.confirmReingest)) return;
-        post(table.dataset.retryUrl.replace("/0/", "/" + d.id + "/")).then(refresh);
-      });
-      const del = document.createElement("button");
-      del.className = "small danger";
-      del.textContent = table.dataset.labelDelete;
-      del.addEventListener("click", () => { if (confirm(table.dataset.confirm)) post(table.dataset.deleteUrl.replace("/0/", "/" + d.id + "/")).then(refresh); });
-      if (reviewed) actions.append(retry, " ");
-      actions.append(del);
-    }
-    tr.append(name, status, pages, chunks, actions);
-    return tr;
+  }
+
+  function nameCell(td, d) {
+    if (d.view_url || (d.status === "ready" && !d.faq)) {
+      const link = document.createElement("a");
+      // The FAQ document links to the FAQ page (d.view_url), where its entries are edited.
+      link.href = d.view_url || table.dataset.viewUrl.replace("/0/", "/" + d.id + "/");
+      link.textContent = d.name;
+      td.replaceChildren(link);
+    } else td.textContent = d.name;
+  }
+
+  // The rows are rendered by the server, a page at a time; the poll updates them in place
+  // (checked boxes stay checked) and asks only about the rows on this page.
+  function update(tr, d) {
+    tr.dataset.status = d.status;
+    tr.dataset.manualEdits = d.manual_edits || 0;
+    const cell = (cls) => tr.querySelector("td." + cls);
+    if (cell("doc-name")) nameCell(cell("doc-name"), d);
+    if (cell("doc-status")) statusCell(cell("doc-status"), d);
+    if (cell("doc-pages")) cell("doc-pages").textContent = d.pages == null ? "" : d.pages;
+    if (cell("doc-chunks")) cell("doc-chunks").textContent = d.chunks;
+    const retry = tr.querySelector("[data-action=retry]");
+    if (retry) retry.hidden = !(!d.review_status || d.review_status === "approved");
+  }
+
+  function rows() {
+    return table ? Array.from(table.querySelectorAll("tbody tr[data-id]")) : [];
   }
 
   let timer = null;
+  function schedule(ms) { clearTimeout(timer); timer = setTimeout(refresh, ms); }
+
   function refresh() {
     if (!table) return;
-    fetch(table.dataset.url, {headers: {"Accept": "application/json"}})
+    const ids = rows().map((tr) => tr.dataset.id);
+    if (!ids.length) { schedule(5000); return; }
+    fetch(table.dataset.url + "?ids=" + ids.join(","), {headers: {"Accept": "application/json"}})
       .then((r) => r.json())
       .then((body) => {
-        const tbody = table.querySelector("tbody");
-        tbody.replaceChildren(...body.documents.map(row));
-        if (!body.documents.length) {
-          const tr = document.createElement("tr");
-          const td = document.createElement("td");
-          td.colSpan = 5; td.className = "muted"; td.textContent = table.dataset.empty || "—";
-          tr.appendChild(td);
-          tbody.appendChild(tr);
-        }
+        const byId = new Map(body.documents.map((d) => [String(d.id), d]));
+        for (const tr of rows()) if (byId.has(tr.dataset.id)) update(tr, byId.get(tr.dataset.id));
         const busy = body.documents.some((d) => d.status !== "ready" && d.status !== "failed"
           && (!d.review_status || d.review_status === "approved"));
-        clearTimeout(timer);
-        timer = setTimeout(refresh, busy ? 1000 : 5000);
+        schedule(busy ? 1000 : 5000);
       })
-      .catch(() => { clearTimeout(timer); timer = setTimeout(refresh, 5000); });
+      .catch(() => schedule(5000));
+  }
+
+  // After an upload or a row's action: the current page again from the server (new
+  // documents, counts, pager), swapped into the list; the handlers below are delegated.
+  function reloadList() {
+    const list = document.getElementById("document-list");
+    if (!list) return refresh();
+    fetch(window.location.href, {headers: {"Accept": "text/html"}})
+      .then((r) => r.text())
+      .then((html) => {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("document-list");
+        if (fresh) list.replaceChildren(...fresh.childNodes);
+        table = document.getElementById("documents");
+        selectionChanged();
+        refresh();
+      })
+      .catch(() => refresh());
+  }
+
+  // --- selection and bulk actions ---
+  function selected() {
+    return Array.from(document.querySelectorAll("#documents .select-doc:checked"));
+  }
+
+  function selectionChanged() {
+    const count = document.getElementById("bulk-count");
+    const all = document.getElementById("select-page");
+    const boxes = document.querySelectorAll("#documents .select-doc");
+    const n = selected().length;
+    if (count) count.textContent = fill(count.dataset.label, {n: n});
+    document.querySelectorAll("#bulk-bar button").forEach((b) => { b.disabled = n === 0; });
+    if (all) {
+      all.checked = n > 0 && n === boxes.length;
+      all.indeterminate = n > 0 && n < boxes.length;
+    }
+  }
+
+  const list = document.getElementById("document-list");
+  if (list) {
+    list.addEventListener("change", (e) => {
+      if (e.target.id === "select-page") {
+        document.querySelectorAll("#documents .select-doc").forEach((b) => { b.checked = e.target.checked; });
+      }
+      if (e.target.id === "select-page" || e.target.classList.contains("select-doc")) selectionChanged();
+    });
+    list.addEventListener("submit", (e) => {
+      if (e.target.id !== "bulk-form") return;
+      const action = e.submitter ? e.submitter.value : "";
+      const chosen = selected();
+      if (!chosen.length) { e.preventDefault(); return; }
+      const form = e.target;
+      if (action === "delete" && !confirm(fill(form.dataset.confirmDelete, {n: chosen.length}))) e.preventDefault();
+      const edited = chosen.some((b) => Number(b.closest("tr").dataset.manualEdits) > 0);
+      if (action === "reingest" && edited && !confirm(form.dataset.confirmReingest)) e.preventDefault();
+    });
+    list.addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-action]");
+      if (!button || !table) return;
+      const tr = button.closest("tr");
+      const id = tr.dataset.id;
+      if (button.dataset.action === "retry") {
+        // Re-ingesting replaces the chunks, manual chunk edits included: ask first.
+        if (Number(tr.dataset.manualEdits) > 0 && !confirm(table.dataset.confirmReingest)) return;
+        post(table.dataset.retryUrl.replace("/0/", "/" + id + "/")).then(reloadList);
+      } else if (button.dataset.action === "delete") {
+        if (confirm(table.dataset.confirm)) post(table.dataset.deleteUrl.replace("/0/", "/" + id + "/")).then(reloadList);
+      }
+    });
+    selectionChanged();
   }
   refresh();
 })();

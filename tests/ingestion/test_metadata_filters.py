@@ -268,7 +268,7 @@ def test_api_upload_patch_and_get_metadata(client, auth, alice, make_kb):
         content_type="application/json",
         **auth,
     )
-    assert bad.status_code == 422 and "automatic field" in bad.json()["detail"]
+    assert bad.status_code == 422 and "automatic field" in bad.json()["error"]["message"]
     assert Document.objects.get(pk=doc["id"]).meta == {"year": 2022}
 
 
