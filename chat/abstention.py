@@ -81,7 +81,7 @@ EN_STOPWORDS = frozenset(
 )
 
 
-def _stem(token: str) -> str:
+def stem(token: str) -> str:
     """A light English stem, enough to match "indexes" with "index" ("installing")."""
     if not token.isascii() or len(token) <= 4:
         return token
@@ -91,9 +91,9 @@ def _stem(token: str) -> str:
     return token
 
 
-def _content_words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
     return {
-        _stem(t)
+        stem(t)
         for t in segment(text).split()
         if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
     }
@@ -103,16 +103,16 @@ def _coverage(question: str, passages: Sequence[str]) -> float:
     raw = [t for q in query_tokens(question) for t in segment(q).split()]
     tokens = list(
         dict.fromkeys(
-            _stem(t) for t in raw if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
+            stem(t) for t in raw if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
         )
     )
     if not tokens:
         return 0.0
     # "back up" in the question, "backup" in the text: joined neighbours cover both words.
-    joined = {_stem(a + b): (_stem(a), _stem(b)) for a, b in zip(raw, raw[1:], strict=False)}
+    joined = {stem(a + b): (stem(a), stem(b)) for a, b in zip(raw, raw[1:], strict=False)}
     best = 0.0
     for text in passages:
-        words = _content_words(text)
+        words = content_words(text)
         covered = {t for t in tokens if t in words}
         for compound, parts in joined.items():
             if compound in words:

@@ -65,28 +65,30 @@ def _metrics(row: dict) -> dict:
     }
 
 
-@login_required
-@require_GET
-def kb_cases(request, pk: int):
-    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
-    runs = list(RegressionRun.objects.filter(knowledge_base=kb)[:RUNS_CHARTED])
-    done = [r for r in reversed(runs) if r.status == RegressionRun.Status.DONE]
-    latest = done[-1] if done else None
-    by_key = {r["key"]: r for r in (latest.results if latest else [])}
-    cases = list(kb.saved_cases.all())
-    for case in cases:
-        row = by_key.get(f"case:{case.pk}")
-        case.latest = _metrics(row) if row else None
+def regression_overview(*, knowledge_base) -> dict:
+    """What templates/curation/_regression_chart.html draws (the Test cases page and the
+    dashboard): the last RUNS_CHARTED runs, nDCG@10 and recall@10 of the finished ones as
+    polylines, the latest finished run and its cases that got worse, before and after."""
+    runs = list(RegressionRun.objects.filter(knowledge_base=knowledge_base)[:RUNS_CHARTED])
     for run in runs:  # "@" cannot appear in a template variable
         run.ndcg = (run.metrics or {}).get("ndcg@10")
         run.recall = (run.metrics or {}).get("recall@10")
         run.worse_count = len((run.metrics or {}).get("worse", []))
-    context = {
-        "kb": kb,
-        "is_owner": True,
-        "cases": cases,
-        "qa_pairs": kb.qa_pairs.filter(document__isnull=False).count(),
-        "suite_size": suite_size(kb),
+    done = [r for r in reversed(runs) if r.status == RegressionRun.Status.DONE]
+    latest = done[-1] if done else None
+    chart = {
+        "ndcg": polyline([r.ndcg for r in done]),
+        "recall": polyline([r.recall for r in done]),
+        "ticks": [
+            {"x": _x(i, 0, len(done) - 1), "label": f"#{r.pk}"}
+            for i, r in enumerate(done)
+            if i == 0 or i == len(done) - 1 or i % 5 == 0
+        ],
+        "runs": len(done),
+    }
+    chart["ndcg_dots"] = dots(chart["ndcg"])
+    chart["recall_dots"] = dots(chart["recall"])
+    return {
         "runs": runs,
         "pending": any(
             r.status in (RegressionRun.Status.QUEUED, RegressionRun.Status.RUNNING) for r in runs
@@ -96,19 +98,29 @@ def kb_cases(request, pk: int):
             {**w, "before": _metrics(w["before"]), "after": _metrics(w["after"])}
             for w in ((latest.metrics or {}).get("worse", []) if latest else [])
         ],
-        "chart": {
-            "ndcg": polyline([r.ndcg for r in done]),
-            "recall": polyline([r.recall for r in done]),
-            "ticks": [
-                {"x": _x(i, 0, len(done) - 1), "label": f"#{r.pk}"}
-                for i, r in enumerate(done)
-                if i == 0 or i == len(done) - 1 or i % 5 == 0
-            ],
-            "runs": len(done),
-        },
+        "chart": chart,
     }
-    context["chart"]["ndcg_dots"] = dots(context["chart"]["ndcg"])
-    context["chart"]["recall_dots"] = dots(context["chart"]["recall"])
+
+
+@login_required
+@require_GET
+def kb_cases(request, pk: int):
+    kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
+    overview = regression_overview(knowledge_base=kb)
+    latest = overview["latest"]
+    by_key = {r["key"]: r for r in (latest.results if latest else [])}
+    cases = list(kb.saved_cases.all())
+    for case in cases:
+        row = by_key.get(f"case:{case.pk}")
+        case.latest = _metrics(row) if row else None
+    context = {
+        "kb": kb,
+        "is_owner": True,
+        "cases": cases,
+        "qa_pairs": kb.qa_pairs.filter(document__isnull=False).count(),
+        "suite_size": suite_size(kb),
+        **overview,
+    }
     return render(request, "curation/cases.html", context)
 
 

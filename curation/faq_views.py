@@ -7,6 +7,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
@@ -15,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from chat.models import Message
+from curation.audit import audit_faq_add, audit_faq_change, audit_faq_import
 from curation.faq import (
     ANSWER_MAX_CHARS,
     QUESTION_MAX_CHARS,
@@ -27,6 +29,7 @@ from curation.faq import (
     faq_update,
 )
 from ingestion.selectors import knowledge_bases_for
+from ragapp.audit import audit_record
 
 
 class FaqForm(forms.Form):
@@ -48,7 +51,9 @@ def kb_faqs(request, pk: int):
     form = FaqForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            faq_add(knowledge_base=kb, user=request.user, **form.cleaned_data)
+            with transaction.atomic():
+                entry = faq_add(knowledge_base=kb, user=request.user, **form.cleaned_data)
+                audit_faq_add(request=request, entry=entry)
         except FaqError as exc:
             form.add_error(None, str(exc))
         else:
@@ -76,9 +81,11 @@ def kb_faq_import(request, pk: int):
         messages.error(request, _("Choose a CSV file to import."))
         return redirect("kb_faqs", pk=kb.pk)
     try:
-        result = faq_import_csv(
-            knowledge_base=kb, data=form.cleaned_data["file"].read(), user=request.user
-        )
+        with transaction.atomic():
+            result = faq_import_csv(
+                knowledge_base=kb, data=form.cleaned_data["file"].read(), user=request.user
+            )
+            audit_faq_import(request=request, knowledge_base=kb, result=result)
     except FaqError as exc:
         messages.error(request, str(exc))
         return redirect("kb_faqs", pk=kb.pk)
@@ -99,7 +106,10 @@ def faq_edit(request, pk: int):
     form = FaqForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            faq_update(entry=entry, **form.cleaned_data)
+            with transaction.atomic():
+                before = {"question": entry.question, "answer": entry.answer}
+                faq_update(entry=entry, **form.cleaned_data)
+                audit_faq_change(request=request, entry=entry, before=before)
         except FaqError as exc:
             form.add_error(None, str(exc))
         else:
@@ -117,7 +127,9 @@ def faq_edit(request, pk: int):
 def faq_delete_view(request, pk: int):
     entry = faq_entry_get(user=request.user, pk=pk, write=True)
     kb_id = entry.knowledge_base_id
-    faq_delete(entry=entry)
+    with transaction.atomic():
+        audit_record(request=request, action="faq.delete", obj=entry)
+        faq_delete(entry=entry)
     messages.success(request, _("FAQ entry deleted."))
     return redirect("kb_faqs", pk=kb_id)
 
@@ -146,9 +158,11 @@ def faq_from_message(request, pk: int):
             {"error": _("An FAQ entry needs a question and an answer.")}, status=422
         )
     try:
-        entry = faq_add(
-            knowledge_base=kb, user=request.user, source_message=message, **form.cleaned_data
-        )
+        with transaction.atomic():
+            entry = faq_add(
+                knowledge_base=kb, user=request.user, source_message=message, **form.cleaned_data
+            )
+            audit_faq_add(request=request, entry=entry)
     except FaqError as exc:
         return JsonResponse({"error": str(exc)}, status=422)
     return JsonResponse(

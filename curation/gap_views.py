@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from curation.audit import audit_faq_add
 from curation.faq import FaqError
 from curation.gaps import (
     gap_answer,
@@ -69,9 +70,10 @@ def kb_gap_answer(request, pk: int, gap_id: int):
     answer = request.POST.get("answer", "")
     try:
         with transaction.atomic():
-            gap_answer(
+            entry = gap_answer(
                 gap=gap, answer=answer, question=request.POST.get("question"), user=request.user
             )
+            audit_faq_add(request=request, entry=entry)
             recheck_enqueue(gap)
     except FaqError as exc:
         messages.error(request, str(exc))

@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.staticfiles import finders
+from django.db import transaction
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
@@ -26,6 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from chat.views import sse_response
+from curation.audit import audit_share_link_create, audit_share_link_revoke
 from curation.sharing import (
     VISITOR_SALT,
     ShareLinkInvalid,
@@ -85,16 +87,18 @@ def kb_share_links(request, pk: int):
         extra_ids = {i for i in map(parse_int, request.POST.getlist("knowledge_bases")) if i}
         rate = parse_int(request.POST.get("rate_limit_per_hour"))
         try:
-            link = share_link_create(
-                owner=request.user,
-                knowledge_bases=[kb, *others.filter(pk__in=extra_ids)],
-                title=request.POST.get("title", ""),
-                login_required=request.POST.get("login_required") == "on",
-                welcome_message=request.POST.get("welcome_message", ""),
-                suggested_questions=_lines(request.POST.get("suggested_questions")),
-                allowed_origins=_lines(request.POST.get("allowed_origins")),
-                rate_limit_per_hour=rate,
-            )
+            with transaction.atomic():
+                link = share_link_create(
+                    owner=request.user,
+                    knowledge_bases=[kb, *others.filter(pk__in=extra_ids)],
+                    title=request.POST.get("title", ""),
+                    login_required=request.POST.get("login_required") == "on",
+                    welcome_message=request.POST.get("welcome_message", ""),
+                    suggested_questions=_lines(request.POST.get("suggested_questions")),
+                    allowed_origins=_lines(request.POST.get("allowed_origins")),
+                    rate_limit_per_hour=rate,
+                )
+                audit_share_link_create(request=request, link=link, knowledge_base=kb)
         except ShareLinkInvalid as exc:
             messages.error(request, str(exc))
             status = 400
@@ -122,7 +126,10 @@ def kb_share_links(request, pk: int):
 def kb_share_link_revoke(request, pk: int, link_pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     link = share_link_manageable(user=request.user, pk=link_pk)
-    share_link_revoke(share_link=link)
+    if link.revoked_at is None:
+        with transaction.atomic():
+            share_link_revoke(share_link=link)
+            audit_share_link_revoke(request=request, link=link, knowledge_base=kb)
     messages.success(request, _("The link %(title)s no longer works.") % {"title": link.title})
     return redirect("kb_share_links", pk=kb.pk)
 

@@ -39,6 +39,7 @@ ACTIONS = {
     "document.upload": _("Document uploaded"),
     "document.delete": _("Document deleted"),
     "document.visibility": _("Document visibility changed"),
+    "document.metadata": _("Document tags or metadata changed"),
     "document.approve": _("Document approved"),
     "document.reject": _("Document rejected"),
     "knowledge_base.delete": _("Knowledge base deleted"),
@@ -51,6 +52,12 @@ ACTIONS = {
     "group.member_remove": _("User removed from a group"),
     "token.create": _("API token created"),
     "token.revoke": _("API token revoked"),
+    "faq.add": _("FAQ entry added"),
+    "faq.change": _("FAQ entry changed"),
+    "faq.delete": _("FAQ entry deleted"),
+    "faq.import": _("FAQ entries imported"),
+    "share_link.create": _("Share link created"),
+    "share_link.revoke": _("Share link revoked"),
 }
 
 

@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from curation.case_views import regression_overview
 from ingestion.models import KnowledgeBase, Role
 from ingestion.selectors import knowledge_base_get
 from ragapp.audit import ACTIONS, AuditFilterForm, audit_csv_rows, audit_events, audit_record
@@ -180,6 +181,7 @@ def kb_dashboard(request, pk: int):
     )
     context["is_owner"] = is_owner
     context["editable_ids"] = _editable_ids(request.user)
+    context["regression"] = regression_overview(knowledge_base=kb)
     return render(request, "ragapp/dashboard.html", context)
 
 

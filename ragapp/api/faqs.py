@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import transaction
 from ninja import Field, File, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
+from curation.audit import audit_faq_add, audit_faq_change, audit_faq_import
 from curation.faq import (
     FaqDuplicate,
     FaqError,
@@ -23,6 +25,7 @@ from curation.faq import (
 )
 from curation.models import FaqEntry
 from ragapp.api.schemas import Text
+from ragapp.audit import audit_record
 
 router = Router(tags=["faqs"])
 
@@ -79,9 +82,14 @@ def list_faqs(request, kb_id: int):
 def add_faq(request, kb_id: int, payload: FaqIn):
     kb = faq_knowledge_base_get(user=request.user, pk=kb_id, write=True)
     try:
-        entry = faq_add(
-            knowledge_base=kb, question=payload.question, answer=payload.answer, user=request.user
-        )
+        with transaction.atomic():
+            entry = faq_add(
+                knowledge_base=kb,
+                question=payload.question,
+                answer=payload.answer,
+                user=request.user,
+            )
+            audit_faq_add(request=request, entry=entry)
     except FaqError as exc:
         return _invalid(exc)
     return Status(201, entry)
@@ -93,7 +101,9 @@ def import_faqs(request, kb_id: int, file: UploadedFile = File(...)):  # noqa: B
     each bad one is reported as {"row", "message"}."""
     kb = faq_knowledge_base_get(user=request.user, pk=kb_id, write=True)
     try:
-        result = faq_import_csv(knowledge_base=kb, data=file.read(), user=request.user)
+        with transaction.atomic():
+            result = faq_import_csv(knowledge_base=kb, data=file.read(), user=request.user)
+            audit_faq_import(request=request, knowledge_base=kb, result=result)
     except FaqError as exc:
         return _invalid(exc)
     return Status(
@@ -115,10 +125,13 @@ def get_faq(request, faq_id: int):
 def update_faq(request, faq_id: int, payload: FaqPatch):
     entry = faq_entry_get(user=request.user, pk=faq_id, write=True)
     changes = payload.dict(exclude_unset=True)
+    before = {"question": entry.question, "answer": entry.answer}
     try:
-        entry = faq_update(
-            entry=entry, question=changes.get("question"), answer=changes.get("answer")
-        )
+        with transaction.atomic():
+            entry = faq_update(
+                entry=entry, question=changes.get("question"), answer=changes.get("answer")
+            )
+            audit_faq_change(request=request, entry=entry, before=before)
     except FaqError as exc:
         return _invalid(exc)
     return entry
@@ -126,5 +139,8 @@ def update_faq(request, faq_id: int, payload: FaqPatch):
 
 @router.delete("/faqs/{int:faq_id}", response={204: None})
 def delete_faq(request, faq_id: int):
-    faq_delete(entry=faq_entry_get(user=request.user, pk=faq_id, write=True))
+    entry = faq_entry_get(user=request.user, pk=faq_id, write=True)
+    with transaction.atomic():
+        audit_record(request=request, action="faq.delete", obj=entry)
+        faq_delete(entry=entry)
     return Status(204, None)

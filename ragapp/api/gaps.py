@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
 from ninja.errors import HttpError
 
+from curation.audit import audit_faq_add
 from curation.faq import FaqError
 from curation.gaps import (
     gap_answer,
@@ -90,7 +91,10 @@ def answer_gap(request, kb_id: int, gap_id: int, payload: GapAnswerIn):
     gap = _gap(request, kb_id, gap_id)
     try:
         with transaction.atomic():
-            gap_answer(gap=gap, answer=payload.answer, question=payload.question, user=request.user)
+            entry = gap_answer(
+                gap=gap, answer=payload.answer, question=payload.question, user=request.user
+            )
+            audit_faq_add(request=request, entry=entry)
             recheck_enqueue(gap)
     except FaqError as exc:
         raise HttpError(400, str(exc)) from exc

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import transaction
 from django.urls import reverse
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 
+from curation.audit import audit_share_link_create, audit_share_link_revoke
 from curation.sharing import (
     ShareLinkInvalid,
     share_link_create,
@@ -84,16 +86,18 @@ def share_link_new(request, kb_id: int, payload: ShareLinkIn):
     if len(extra) != len(extra_ids):
         raise HttpError(404, "Not found.")
     try:
-        link = share_link_create(
-            owner=request.user,
-            knowledge_bases=[kb, *extra],
-            title=payload.title,
-            login_required=payload.login_required,
-            welcome_message=payload.welcome_message,
-            suggested_questions=payload.suggested_questions,
-            allowed_origins=payload.allowed_origins,
-            rate_limit_per_hour=payload.rate_limit_per_hour,
-        )
+        with transaction.atomic():
+            link = share_link_create(
+                owner=request.user,
+                knowledge_bases=[kb, *extra],
+                title=payload.title,
+                login_required=payload.login_required,
+                welcome_message=payload.welcome_message,
+                suggested_questions=payload.suggested_questions,
+                allowed_origins=payload.allowed_origins,
+                rate_limit_per_hour=payload.rate_limit_per_hour,
+            )
+            audit_share_link_create(request=request, link=link, knowledge_base=kb)
     except ShareLinkInvalid as exc:
         raise HttpError(400, str(exc)) from None
     return Status(201, {"id": link.pk, "url": _url(request, "share_page", link)})
@@ -109,5 +113,9 @@ def share_link_list(request, kb_id: int):
 @router.delete("/share-links/{int:link_id}", response={204: None})
 def share_link_delete(request, link_id: int):
     """Revoke: the link stops at once; its conversations are kept."""
-    share_link_revoke(share_link=share_link_manageable(user=request.user, pk=link_id))
+    link = share_link_manageable(user=request.user, pk=link_id)
+    if link.revoked_at is None:
+        with transaction.atomic():
+            share_link_revoke(share_link=link)
+            audit_share_link_revoke(request=request, link=link)
     return Status(204, None)

@@ -191,6 +191,33 @@ def test_document_delete_is_recorded_web_and_api(alice, make_kb, client):
     assert not Document.objects.filter(knowledge_base=kb).exists()
 
 
+def test_metadata_changes_are_recorded_web_and_api_and_refusals_are_not(alice, make_kb, client):
+    kb = make_kb(alice)
+    document = add_document(kb, alice)
+    browser(alice).post(
+        reverse("document_metadata", args=[document.pk]), {"tags": "hr, 2024", "meta": "dept=hr"}
+    )
+    event = last("document.metadata")
+    assert event.object_label == "a.txt" and event.actor == alice
+    assert event.details == {"tags": ["hr", "2024"], "meta": {"dept": "hr"}}
+    client.patch(
+        f"/api/v1/documents/{document.pk}",
+        {"meta": {"year": 2021}},
+        content_type="application/json",
+        **bearer(alice),
+    )
+    assert last("document.metadata").details["meta"] == {"year": 2021}
+    refused = client.patch(
+        f"/api/v1/documents/{document.pk}",
+        {"meta": {"size": 3}},  # an automatic field's name
+        content_type="application/json",
+        **bearer(alice),
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid"
+    assert AuditEvent.objects.filter(action="document.metadata").count() == 2
+
+
 def test_knowledge_base_delete_is_recorded_and_the_history_survives(alice, make_kb):
     kb = make_kb(alice, name="Handbook")
     add_document(kb, alice)
