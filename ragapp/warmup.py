@@ -164,7 +164,12 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
 def _configured_names() -> tuple[list[str], list[str]]:
     """Embedders and rerankers in use: the defaults, plus those of existing knowledge bases
     when the database answers (it may not be migrated yet: then the defaults only)."""
-    embedders = list(settings.RAG_DEFAULT_EMBEDDERS)
+    # Question embedders compare FAQ and gap questions in every knowledge base.
+    from retrieval.backends import embedder_available
+
+    embedders = list(settings.RAG_DEFAULT_EMBEDDERS) + [
+        n for n in settings.RAG_QUESTION_EMBEDDERS if embedder_available(n)
+    ]
     rerankers = [settings.RAG_DEFAULT_RERANKER, settings.RAG_CLAIM_SCORER]
     try:
         from django.db import connection

@@ -42,6 +42,15 @@ def get_embedder(name: str):
     return _load("RAG_EMBEDDERS", name)
 
 
+def embedder_available(name: str) -> bool:
+    """Whether the embedder can run on this machine (a backend may say it cannot, e.g. a
+    CPU without the instructions its engine needs); configured ones are assumed to."""
+    if name not in settings.RAG_EMBEDDERS:
+        return False
+    check = getattr(get_embedder(name), "available", None)
+    return check() if check is not None else True
+
+
 def get_reranker(name: str | None = None):
     return _load("RAG_RERANKERS", name or settings.RAG_DEFAULT_RERANKER)
 

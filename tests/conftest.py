@@ -183,6 +183,8 @@ def _configure_fast_mode(settings) -> None:
         },
     }
     settings.RAG_DEFAULT_EMBEDDERS = [FAST_EMBEDDER]
+    # FAQ answers and gaps compare questions with the knowledge base's own ("hash").
+    settings.RAG_QUESTION_EMBEDDERS = []
     sentence_sim = settings.RAG_RERANKERS["sentence-sim"]
     settings.RAG_RERANKERS = {
         **settings.RAG_RERANKERS,
@@ -201,6 +203,7 @@ def _configure_fast_mode(settings) -> None:
     for backend in (
         embedders.SentenceTransformerEmbedder,
         embedders.UniversalSentenceEncoderEmbedder,
+        embedders.E5Embedder,
         rerankers.CrossEncoderReranker,
     ):
         backend._load = refuse

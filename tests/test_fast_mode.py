@@ -53,6 +53,8 @@ def test_fast_mode_refuses_to_load_a_real_model():
 
     with pytest.raises(RuntimeError, match="mark the test `models`"):
         get_embedder("minilm").embed_query("a question")
+    with pytest.raises(RuntimeError, match="mark the test `models`"):
+        get_embedder("e5").embed_query("一个问题")
 
 
 @only_fast

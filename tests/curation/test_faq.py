@@ -336,9 +336,10 @@ def test_chat_page_offers_save_as_faq_only_where_the_user_edits(client, alice, k
 
 @pytest.mark.models
 def test_real_embedders_answer_paraphrases_and_not_near_misses(alice, kb, settings_no_llm):
-    """With the shipped embedders (MiniLM for English, USE for Chinese) and thresholds:
-    paraphrases from bench/faq that score well above them, and a near miss that differs by
-    a name the entry never mentions."""
+    """With the shipped embedders (MiniLM for English, e5 for Chinese, though the knowledge
+    base embeds its chunks with MiniLM and USE only) and thresholds: paraphrases from
+    bench/faq that score well above them, a near miss that differs by a name the entry never
+    mentions, and a Chinese near miss ("downgrade" next to "upgrade")."""
     assert set(kb.embedders) >= {"minilm", "use"}
     restore = faq_add(
         knowledge_base=kb,
@@ -355,7 +356,8 @@ def test_real_embedders_answer_paraphrases_and_not_near_misses(alice, kb, settin
         question="怎么注销账号？",
         answer="“设置 > 账号 > 注销账号”。数据会在 30 天后被永久删除。",
     )
-    assert restore.embedder == "minilm" and close.embedder == "use"
+    faq_add(knowledge_base=kb, question="如何升级到专业版？", answer="“设置 > 订阅 > 升级”。")
+    assert restore.embedder == "minilm" and close.embedder == "e5"
 
     def mode_of(question):
         return list(answer_question(user=alice, knowledge_bases=[kb], question=question))[-1]
@@ -365,3 +367,4 @@ def test_real_embedders_answer_paraphrases_and_not_near_misses(alice, kb, settin
     assert mode_of("How do I import notes from OneNote?").data["mode"] != "faq"
     done = mode_of("我不想用了，账号怎么注销掉？").data
     assert done["mode"] == "faq" and done["answer"] == close.answer
+    assert mode_of("专业版怎么降级回免费版？").data["mode"] != "faq"

@@ -8,8 +8,8 @@ decision as the chat (curation.faq.faq_match): an equal question matches; otherw
 nearest entry question by cosine, unless the question names something the entry never
 mentions (curation.faq.unmentioned_names).
 
-    manage.py bench_faq [--embedders use,minilm] [--languages en,zh] [--threshold 0.8]
-                        [--json out.json]
+    manage.py bench_faq [--embedders use,minilm,e5] [--languages en,zh] [--threshold 0.8]
+                        [--entry-side passage|query] [--json out.json]
 
 Per language and embedder, at the threshold (by default the configured one for that
 embedder and language): paraphrase recall (answered directly with the right entry),
@@ -30,30 +30,30 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curation.faq import (
     best_match,
+    entry_vectors,
     match_threshold,
     normalise_question,
-    question_vector,
     unmentioned_names,
 )
 from retrieval.backends import get_embedder
+from retrieval.embedders import embed_queries
 
 DATA = Path(settings.BASE_DIR) / "bench" / "faq"
-SWEEP = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+SWEEP = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95]
 
 
-def _vectors(embedder: str, texts: list[str]) -> list:
-    """As `question_vector` embeds one question, in batches where that is the same thing
-    (an embedder without separate query and passage prefixes)."""
-    backend = get_embedder(embedder)
-    if getattr(backend, "query_prefix", "") == getattr(backend, "document_prefix", ""):
-        return list(backend.embed_documents(texts))
-    return [question_vector(embedder, t) for t in texts]
+def _vectors(embedder: str, texts: list[str], *, side: str = "query") -> list:
+    """As `question_vector` embeds one asked question (side="query", in batches) or
+    `entry_vectors` an entry's question (side="passage")."""
+    if side == "passage":
+        return entry_vectors(embedder, texts)
+    return list(embed_queries(get_embedder(embedder), texts))
 
 
-def _scored(entries, queries, embedder):
+def _scored(entries, queries, embedder, *, entry_side: str = "passage"):
     """(expected entry index or None, best entry index, score) per query, as faq_match
     decides: an equal question scores 1.0; a name the entry never mentions vetoes (-1)."""
-    stored = _vectors(embedder, [e["question"] for e in entries])
+    stored = _vectors(embedder, [e["question"] for e in entries], side=entry_side)
     vectors = _vectors(embedder, [text for _, text in queries])
     keys = {normalise_question(e["question"]): i for i, e in enumerate(entries)}
     out = []
@@ -102,19 +102,29 @@ class Command(BaseCommand):
     help = "Benchmark FAQ direct answers on paraphrased and unrelated questions (EN and ZH)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--embedders", default="use,minilm", help="comma-separated")
+        parser.add_argument("--embedders", default="use,minilm,e5", help="comma-separated")
         parser.add_argument("--languages", default="en,zh")
         parser.add_argument("--threshold", type=float, default=None)
         parser.add_argument("--min-precision", type=float, default=0.95)
         parser.add_argument("--max-false-rate", type=float, default=0.05)
         parser.add_argument("--json", default="", help="write the figures to this file")
+        parser.add_argument(
+            "--entry-side",
+            choices=["query", "passage"],
+            default="passage",
+            help="embed the entries' questions as passages (as faq_match does) or queries",
+        )
 
     def handle(self, *args, **opts):
         names = [n for n in opts["embedders"].split(",") if n]
         unknown = [n for n in names if n not in settings.RAG_EMBEDDERS]
         if unknown:
             raise CommandError(f"Not in RAG_EMBEDDERS: {', '.join(unknown)}")
-        report: dict = {"min_precision": opts["min_precision"], "languages": {}}
+        report: dict = {
+            "min_precision": opts["min_precision"],
+            "entry_side": opts["entry_side"],
+            "languages": {},
+        }
         for language in [x for x in opts["languages"].split(",") if x]:
             data = json.loads((DATA / f"{language}.json").read_text(encoding="utf-8"))
             entries = data["entries"]
@@ -127,7 +137,7 @@ class Command(BaseCommand):
                 threshold = opts["threshold"]
                 if threshold is None:
                     threshold = match_threshold(name, language)
-                scored = _scored(entries, queries + near + off, name)
+                scored = _scored(entries, queries + near + off, name, entry_side=opts["entry_side"])
                 near_scored, off_scored = scored[k : k + len(near)], scored[k + len(near) :]
                 per_embedder[name] = {
                     "at_threshold": {

@@ -22,13 +22,13 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from curation.gaps import cluster
+from curation.gaps import cluster, embed_questions
 
 DEFAULT_SET = Path(settings.BASE_DIR) / "bench" / "gaps" / "questions.tsv"
+E5_THRESHOLDS = "0.84,0.86,0.87,0.88,0.89,0.9,0.91,0.92"
 
 
 def load(path: Path) -> list[tuple[str, str, str]]:
@@ -95,20 +95,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--set", default=str(DEFAULT_SET), help="intent<TAB>lang<TAB>question")
-        parser.add_argument("--embedders", default="use,minilm")
+        parser.add_argument("--embedders", default="use,minilm,e5")
         parser.add_argument(
             "--thresholds", default="0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8"
+        )
+        parser.add_argument(
+            "--thresholds-for",
+            action="append",
+            default=[],
+            metavar="NAME=T1,T2",
+            help="thresholds for one embedder instead of --thresholds (repeatable); e5's "
+            "cosines are high and close together: by default " + E5_THRESHOLDS,
         )
         parser.add_argument("--orders", type=int, default=5, help="random arrival orders")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
-        from retrieval.backends import get_embedder
-
         rows = load(Path(options["set"]))
         intents = [r[0] for r in rows]
         langs = [r[1] for r in rows]
-        thresholds = [float(t) for t in options["thresholds"].split(",")]
+        thresholds_of = {"e5": E5_THRESHOLDS}
+        for item in options["thresholds_for"]:
+            name, _, values = item.partition("=")
+            thresholds_of[name.strip()] = values
         report = {
             "questions": len(rows),
             "intents": len({i for i in intents if not i.startswith("single-")}),
@@ -121,8 +130,9 @@ class Command(BaseCommand):
             "best": {},
         }
         for name in [n.strip() for n in options["embedders"].split(",") if n.strip()]:
-            vectors = np.asarray(get_embedder(name).embed_documents([r[2] for r in rows]))
-            for threshold in thresholds:
+            vectors = embed_questions(name, [r[2] for r in rows])  # as a refresh does
+            values = thresholds_of.get(name, options["thresholds"])
+            for threshold in [float(t) for t in values.split(",")]:
                 runs = []
                 for seed in range(options["orders"]):
                     order = list(range(len(rows)))
