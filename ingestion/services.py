@@ -51,11 +51,21 @@ logger = logging.getLogger(__name__)
 
 
 class UploadRejected(Exception):
-    """An upload refused before it became a document (size, type); message is user-facing."""
+    """An upload refused before it became a document; the message is user-facing and
+    `reason` a code that callers act on (the API's 413 and 415) without reading the text."""
+
+    reason = "invalid"  # "too_large", "unsupported", "empty", "invalid_url", "invalid"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class UnsupportedUpload(UploadRejected):
     """Refused for its type: the name's extension, or content no parser here can read."""
+
+    reason = "unsupported"
 
 
 class TransientIngestError(Exception):
@@ -103,7 +113,9 @@ def validate_upload(*, name: str, size: int) -> None:
         raise UnsupportedUpload(f"{name}: file type not supported (allowed: {allowed})")
     if size > settings.RAG_MAX_UPLOAD_BYTES:
         limit_mb = settings.RAG_MAX_UPLOAD_BYTES / 1024 / 1024
-        raise UploadRejected(f"{name}: file is larger than the {limit_mb:.0f} MB limit")
+        raise UploadRejected(
+            f"{name}: file is larger than the {limit_mb:.0f} MB limit", reason="too_large"
+        )
 
 
 def check_upload_content(*, fileobj, name: str) -> None:
@@ -178,7 +190,7 @@ def document_create(
     validate_upload(name=name, size=size)
     if size == 0:
         # Before the duplicate check: every empty file has the same hash.
-        raise UploadRejected(f"{name}: the file is empty")
+        raise UploadRejected(f"{name}: the file is empty", reason="empty")
     check_upload_content(fileobj=fileobj, name=name)
     content_hash = sha256_of(fileobj)
 
@@ -231,6 +243,71 @@ def document_create(
 
 
 @dataclass(frozen=True)
+class UploadOutcome:
+    """One file of an upload: the document it became, or why it did not."""
+
+    name: str
+    document: Document | None = None
+    error: str = ""
+    reason: str = ""  # UploadRejected.reason, or "duplicate"; "" when accepted
+
+    @property
+    def accepted(self) -> bool:
+        return self.document is not None and not self.reason
+
+
+def documents_upload(
+    *,
+    knowledge_base: KnowledgeBase,
+    files: Iterable[tuple[str, object]],
+    uploaded_by,
+    request=None,
+    tags: list[str] | None = None,
+    meta: dict | None = None,
+    visible_to: DocumentVisibility | None = None,
+    audit_details: dict | None = None,
+) -> list[UploadOutcome]:
+    """The upload loop of the web portal, the API and `manage.py ingest`: each (name, file)
+    becomes a queued document in its own transaction with its audit event, or an outcome
+    saying why not; one refused file never stops the others."""
+    from ragapp.audit import audit_record
+
+    outcomes = []
+    for name, fileobj in files:
+        try:
+            with transaction.atomic():
+                result = document_create(
+                    knowledge_base=knowledge_base,
+                    fileobj=fileobj,
+                    name=name,
+                    uploaded_by=uploaded_by,
+                    tags=tags,
+                    meta=meta,
+                    visible_to=visible_to,
+                )
+                if result.created:
+                    audit_record(
+                        request=request,
+                        actor=None if request is not None else uploaded_by,
+                        action="document.upload",
+                        obj=result.document,
+                        details=audit_details,
+                    )
+        except UploadRejected as exc:
+            outcomes.append(UploadOutcome(name, error=str(exc), reason=exc.reason))
+            continue
+        if result.created:
+            outcomes.append(UploadOutcome(name, document=result.document))
+        else:
+            outcomes.append(
+                UploadOutcome(
+                    name, document=result.document, error=result.error, reason="duplicate"
+                )
+            )
+    return outcomes
+
+
+@dataclass(frozen=True)
 class DocumentVisibility:
     """Who may see a restricted document (users and groups among the knowledge base's
     members); None on a document means it is not restricted."""
@@ -264,7 +341,7 @@ def document_create_from_url(*, knowledge_base: KnowledgeBase, url: str, uploade
         # passing DNS failure, and its error lands on the document); refused addresses are not.
         check_url(url, allow_private=settings.RAG_URL_ALLOW_PRIVATE, require_resolvable=False)
     except ParseError as exc:
-        raise UploadRejected(str(exc)) from exc
+        raise UploadRejected(str(exc), reason="invalid_url") from exc
     placeholder = hashlib.sha256(f"url:{url}".encode()).hexdigest()
     review_status = review_status_for(knowledge_base=knowledge_base, user=uploaded_by)
     document, created = Document.objects.get_or_create(

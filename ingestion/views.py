@@ -73,10 +73,10 @@ from ingestion.selectors import (
 from ingestion.services import (
     UploadRejected,
     delete_refusal,
-    document_create,
     document_create_from_url,
     document_delete,
     document_enqueue,
+    documents_upload,
     knowledge_base_delete,
     reingest_refusal,
 )
@@ -291,32 +291,24 @@ def kb_upload(request, pk: int):
             }
         )
         files = []
-    for upload in files:
-        try:
-            with transaction.atomic():
-                result = document_create(
-                    knowledge_base=kb,
-                    fileobj=upload,
-                    name=upload.name,
-                    uploaded_by=request.user,
-                    tags=tags,
-                    meta=meta,
-                )
-                if result.created:
-                    audit_record(request=request, action="document.upload", obj=result.document)
-        except UploadRejected as exc:
-            refused.append({"name": upload.name, "error": str(exc)})
-            continue
-        if result.created:
+    for outcome in documents_upload(
+        knowledge_base=kb,
+        files=((upload.name, upload) for upload in files),
+        uploaded_by=request.user,
+        request=request,
+        tags=tags,
+        meta=meta,
+    ):
+        if outcome.accepted:
             accepted.append(
                 {
-                    "id": result.document.pk,
-                    "name": upload.name,
-                    "review_status": result.document.review_status,
+                    "id": outcome.document.pk,
+                    "name": outcome.name,
+                    "review_status": outcome.document.review_status,
                 }
             )
         else:
-            refused.append({"name": upload.name, "error": result.error})
+            refused.append({"name": outcome.name, "error": outcome.error, "reason": outcome.reason})
     if (
         request.headers.get("x-requested-with") == "XMLHttpRequest"
         or request.accepts("application/json")

@@ -52,14 +52,13 @@ from ingestion.selectors import (
     visible_condition,
 )
 from ingestion.services import (
-    UnsupportedUpload,
     UploadRejected,
     delete_refusal,
-    document_create,
     document_create_from_url,
     document_delete,
     document_enqueue,
     document_set_visibility,
+    documents_upload,
     knowledge_base_delete,
     reingest_refusal,
 )
@@ -289,34 +288,24 @@ def upload_documents(
         raise HttpError(422, str(exc)) from exc
     if len(files) > settings.RAG_MAX_FILES_PER_UPLOAD:
         raise HttpError(413, f"at most {settings.RAG_MAX_FILES_PER_UPLOAD} files per upload")
-    accepted, refused = [], []
-    too_large = unsupported = 0
-    for upload in files:
-        try:
-            with transaction.atomic():
-                result = document_create(
-                    knowledge_base=kb,
-                    fileobj=upload,
-                    name=upload.name,
-                    uploaded_by=request.user,
-                    visible_to=visibility,
-                    tags=tags,
-                    meta=meta,
-                )
-                if result.created:
-                    audit_record(request=request, action="document.upload", obj=result.document)
-        except UploadRejected as exc:
-            too_large += "larger than" in str(exc)
-            unsupported += isinstance(exc, UnsupportedUpload)
-            refused.append({"name": upload.name, "error": str(exc)})
-            continue
-        if result.created:
-            accepted.append(doc_out(result.document))
-        else:
-            refused.append({"name": upload.name, "error": result.error})
-    if too_large and not accepted and too_large == len(files):
+    outcomes = documents_upload(
+        knowledge_base=kb,
+        files=((upload.name, upload) for upload in files),
+        uploaded_by=request.user,
+        request=request,
+        visible_to=visibility,
+        tags=tags,
+        meta=meta,
+    )
+    accepted = [doc_out(o.document) for o in outcomes if o.accepted]
+    refused = [
+        {"name": o.name, "error": o.error, "reason": o.reason} for o in outcomes if not o.accepted
+    ]
+    # Every file refused for one reason: that reason's status, not a 201 with nothing in it.
+    reasons = {o.reason for o in outcomes}
+    if outcomes and reasons == {"too_large"}:
         raise HttpError(413, refused[0]["error"])
-    if unsupported and not accepted and unsupported == len(files):
+    if outcomes and reasons == {"unsupported"}:
         raise HttpError(415, refused[0]["error"])
     return Status(201, {"accepted": accepted, "refused": refused})
 

@@ -14,13 +14,11 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from tqdm import tqdm
 
 from ingestion.documents import InvalidMetadata, clean_tags, parse_meta_lines
 from ingestion.models import Document, DocumentStatus, KnowledgeBase
-from ingestion.services import UploadRejected, document_create
-from ragapp.audit import audit_record
+from ingestion.services import documents_upload
 
 
 def iter_files(paths: list[str]):
@@ -72,6 +70,13 @@ def wait_for_documents(documents: list[Document], *, stdout, poll: float = 0.5, 
             time.sleep(poll)
 
 
+def _opened(paths):
+    """(name, open file) for each path, each closed once the upload loop has read it."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            yield path.name, handle
+
+
 class Command(BaseCommand):
     help = "Import files and folders into a knowledge base through the ingestion pipeline."
 
@@ -117,31 +122,20 @@ class Command(BaseCommand):
             self.stdout.write(f"Created knowledge base {kb.name!r} (id {kb.pk}).")
 
         documents, refused = [], []
-        for path in files:
-            try:
-                with open(path, "rb") as handle, transaction.atomic():
-                    result = document_create(
-                        knowledge_base=kb,
-                        fileobj=handle,
-                        name=path.name,
-                        uploaded_by=owner,
-                        tags=tags,
-                        meta=meta,
-                    )
-                    if result.created:
-                        audit_record(
-                            actor=owner,
-                            action="document.upload",
-                            obj=result.document,
-                            details={"via": "manage.py ingest"},
-                        )
-            except UploadRejected as exc:
-                refused.append(str(exc))
-                continue
-            if result.created:
-                documents.append(result.document)
+        for outcome in documents_upload(
+            knowledge_base=kb,
+            files=_opened(files),
+            uploaded_by=owner,
+            tags=tags,
+            meta=meta,
+            audit_details={"via": "manage.py ingest"},
+        ):
+            if outcome.accepted:
+                documents.append(outcome.document)
+            elif outcome.reason == "duplicate":
+                self.stdout.write(f"skipped {outcome.name}: {outcome.error}")
             else:
-                self.stdout.write(f"skipped {path}: {result.error}")
+                refused.append(outcome.error)
         self.stdout.write(f"Queued {len(documents)} document(s) into {kb.name!r}.")
         if options["no_wait"] or not documents:
             self._report([], refused)
