@@ -410,7 +410,7 @@ RAG_KEYWORD_ENABLED: bool = env.bool("RAG_KEYWORD_ENABLED", default=True)
 # bound can still reach the top k. A query whose words are all this common scores a bounded
 # set (approximate; bench_search --corpus measures its recall against exact BM25). About
 # 15-25 us a candidate on a 2-core machine.
-RAG_KEYWORD_CANDIDATES: int = env.int("RAG_KEYWORD_CANDIDATES", default=4000)
+RAG_KEYWORD_CANDIDATES: int = env.int("RAG_KEYWORD_CANDIDATES", default=8000)
 # Knowledge bases this small (searchable chunks together) always get the exact BM25 top k.
 RAG_KEYWORD_EXACT_MAX_CHUNKS: int = env.int("RAG_KEYWORD_EXACT_MAX_CHUNKS", default=20000)
 # Fusion: per-query min-max normalised scores, summed with these weights by query language

@@ -60,3 +60,37 @@ class RerankerModel(models.Model):
 
     def __str__(self) -> str:
         return f"reranker #{self.pk} of {self.knowledge_base_id} ({self.status})"
+
+
+class KeywordStats(models.Model):
+    """BM25 collection statistics of one knowledge base: its searchable chunks (enabled, not
+    parents) and their total token length. Kept by statement triggers on ingestion_chunk
+    (migration 0002_keyword_statistics), so every write path (ingestion, chunk editing,
+    deletes, bulk loads) updates it in the same transaction. No foreign key on purpose: a
+    trigger firing while a knowledge base is deleted must not violate one."""
+
+    knowledge_base_id = models.IntegerField(unique=True)
+    chunks = models.BigIntegerField(default=0)
+    total_length = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.chunks} chunks in knowledge base {self.knowledge_base_id}"
+
+
+class LexemeStats(models.Model):
+    """Document frequency of one lexeme in one knowledge base (chunks that contain it), and
+    an upper bound of its term frequency in any chunk (never lowered on delete, so it stays
+    a bound): what keyword_search needs for IDF and for its score bounds without counting."""
+
+    knowledge_base_id = models.IntegerField()
+    lexeme = models.TextField()
+    df = models.BigIntegerField(default=0)
+    max_tf = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base_id", "lexeme"], name="unique_kb_lexeme")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} in {self.df} chunks of knowledge base {self.knowledge_base_id}"

@@ -6,6 +6,7 @@ never ids from a request.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,17 @@ def _kb_ids(knowledge_bases) -> list[int]:
     return [kb.pk for kb in knowledge_bases]
 
 
+def _searchable_chunks(kb_ids: list[int]) -> int:
+    """Searchable chunks of the knowledge bases, from the trigger-kept statistics."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(chunks), 0) FROM retrieval_keywordstats "
+            "WHERE knowledge_base_id = ANY(%s)",
+            [kb_ids],
+        )
+        return int(cursor.fetchone()[0])
+
+
 def _vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
@@ -42,10 +54,16 @@ def dense_search(
     scope=None,
 ) -> list[Hit]:
     """Nearest chunks by cosine similarity, through the embedder's partial HNSW index.
-    `scope` (ingestion.scope.DocumentScope) limits the documents inside the SQL."""
+    `scope` (ingestion.scope.DocumentScope) limits the documents inside the SQL.
+
+    Knowledge bases with at most RAG_DENSE_EXACT_MAX_CHUNKS chunks together are searched
+    exactly instead: a graph over a million chunks holds a small knowledge base's chunks
+    sparsely, so the filtered iterative scan visits many neighbours of other knowledge
+    bases, slower than computing every distance of the few thousand that qualify."""
     kb_ids = _kb_ids(knowledge_bases)
     if not kb_ids or k <= 0:
         return []
+    exact = _searchable_chunks(kb_ids) <= settings.RAG_DENSE_EXACT_MAX_CHUNKS
     dim = embedder_dimension(embedder)
     if ef_search is None:
         ef_search = settings.RAG_HNSW_EF_SEARCH
@@ -60,14 +78,32 @@ def dense_search(
         doc_filter += f" {scope_sql}"
         params += scope_params
     params += [literal, k]
+    distance = f"(e.embedding::vector({dim})) <=> %s::vector({dim})"
     sql = f"""
-        SELECT e.chunk_id, (e.embedding::vector({dim})) <=> %s::vector({dim}) AS distance
+        SELECT e.chunk_id, {distance} AS distance
         FROM ingestion_chunkembedding e
         JOIN ingestion_chunk c ON c.id = e.chunk_id
         WHERE e.embedder = %s AND e.knowledge_base_id = ANY(%s) AND c.enabled {doc_filter}
-        ORDER BY (e.embedding::vector({dim})) <=> %s::vector({dim})
+        ORDER BY {distance}
         LIMIT %s
     """
+    if exact:
+        # No ORDER BY the HNSW index matches: the knowledge bases' vectors come through the
+        # (embedder, knowledge base) btree, the distance is computed in the subquery (OFFSET
+        # 0 keeps it there) and only (id, distance) rows reach the top-k sort.
+        sql = f"""
+            SELECT chunk_id, distance FROM (
+                SELECT e.chunk_id, {distance} AS distance
+                FROM ingestion_chunkembedding e
+                JOIN ingestion_chunk c ON c.id = e.chunk_id
+                WHERE e.embedder = %s AND e.knowledge_base_id = ANY(%s) AND c.enabled
+                    {doc_filter}
+                OFFSET 0
+            ) s
+            ORDER BY distance, chunk_id
+            LIMIT %s
+        """
+        params = [*params[:-2], k]  # the distance once, in the subquery
     with transaction.atomic(), connection.cursor() as cursor:
         # SET LOCAL keeps these to this transaction; relaxed iterative scans keep returning
         # rows when the knowledge-base filter discards most of the index's neighbours.
@@ -99,6 +135,80 @@ def query_lexemes(query: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
+def _tsquery(lexemes: Sequence[str], op: str = "|") -> str:
+    return f" {op} ".join("'" + lex.replace("'", "''") + "'" for lex in lexemes)
+
+
+def _scope_filter(document_ids, scope) -> tuple[str, list]:
+    doc_filter, doc_params = "", []
+    if document_ids is not None:
+        doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
+    if scope is not None:
+        scope_sql, scope_params = scope.recall_sql()
+        doc_filter, doc_params = f"{doc_filter} {scope_sql}", doc_params + scope_params
+    return doc_filter, doc_params
+
+
+def _idf(total: int, df: int) -> float:
+    return float(np.log1p((total - df + 0.5) / (df + 0.5)))
+
+
+@dataclass(frozen=True)
+class Term:
+    lexeme: str
+    df: int
+    idf: float
+    # No chunk's BM25 contribution from this lexeme reaches it: tf at most max_tf, length
+    # at least 0 (tf / (tf + K) grows with tf and K shrinks with the length).
+    bound: float
+
+
+@dataclass(frozen=True)
+class KeywordStatistics:
+    chunks: int
+    avg_length: float
+    terms: tuple[Term, ...]  # the query lexemes the knowledge bases contain, rarest first
+
+
+def keyword_statistics(*, knowledge_bases: Sequence, lexemes: Sequence[str]) -> KeywordStatistics:
+    """BM25 statistics of the knowledge bases' searchable chunks (retrieval.KeywordStats and
+    LexemeStats, kept by triggers on every chunk write): two index lookups, not a count."""
+    kb_ids = _kb_ids(knowledge_bases)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(chunks), 0), coalesce(sum(total_length), 0) "
+            "FROM retrieval_keywordstats WHERE knowledge_base_id = ANY(%s)",
+            [kb_ids],
+        )
+        chunks, total_length = cursor.fetchone()
+        cursor.execute(
+            "SELECT lexeme, sum(df), max(max_tf) FROM retrieval_lexemestats "
+            "WHERE knowledge_base_id = ANY(%s) AND lexeme = ANY(%s) GROUP BY lexeme",
+            [kb_ids, list(lexemes)],
+        )
+        rows = {lex: (int(df), int(max_tf)) for lex, df, max_tf in cursor.fetchall()}
+    chunks = int(chunks)
+    terms = []
+    for lex in dict.fromkeys(lexemes):
+        df, max_tf = rows.get(lex, (0, 0))
+        if df <= 0 or chunks <= 0:
+            continue
+        idf = _idf(chunks, df)
+        tf = max(max_tf, 1)
+        terms.append(Term(lex, df, idf, idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B))))
+    terms.sort(key=lambda t: (-t.bound, t.lexeme))
+    avg_length = float(total_length) / chunks if chunks else 0.0
+    return KeywordStatistics(chunks, avg_length, tuple(terms))
+
+
+@dataclass(frozen=True)
+class KeywordResult:
+    hits: list[Hit]
+    exact: bool  # False when a phase hit the candidate budget (the top k may miss chunks)
+    phases: int
+    scored: int
+
+
 def keyword_search(
     *,
     knowledge_bases: Sequence,
@@ -109,42 +219,253 @@ def keyword_search(
 ) -> list[Hit]:
     """Okapi BM25 over the jieba-segmented full-text column, computed in PostgreSQL.
 
-    The GIN index finds the chunks that contain any query lexeme; document frequencies and
-    lengths come from the same scoped set, so scores are per knowledge-base selection.
-    """
+    Statistics (chunk count, average length, document frequencies) are those of the selected
+    knowledge bases' searchable chunks, kept by triggers (keyword_statistics); a document
+    filter or visibility scope limits which chunks are returned, not the IDF, as in search
+    engines. Candidates come bounded from the (knowledge base, lexeme) GIN index, rarest
+    lexemes first, and the top k is exact unless a query's words are all very common (see
+    bounded_keyword_search)."""
+    return bounded_keyword_search(
+        knowledge_bases=knowledge_bases,
+        query=query,
+        k=k,
+        document_ids=document_ids,
+        scope=scope,
+    ).hits
+
+
+def _minimal_sets(terms: Sequence[Term], theta: float, covered) -> list[tuple[Term, ...]]:
+    """The smallest sets of lexemes whose bounds add up to theta or more, among the sets a
+    chunk not scored yet can contain (`covered(set)` is False). A chunk whose lexemes are
+    no such superset scores below theta and cannot enter the top k."""
+    found: list[frozenset] = []
+    n = len(terms)
+    for size in range(1, n + 1):
+        for combo in itertools.combinations(range(n), size):
+            chosen = frozenset(combo)
+            if any(f <= chosen for f in found):
+                continue
+            subset = [terms[i] for i in combo]
+            if covered(subset) or sum(t.bound for t in subset) < theta:
+                continue
+            found.append(chosen)
+    return [tuple(terms[i] for i in sorted(f)) for f in found]
+
+
+# Beyond this many lexemes, the sets of the second phase are not enumerated (2^n).
+MAX_BOUNDED_TERMS = 10
+# Under a document filter, a phase reads at most this many postings per candidate it may
+# score (a 10% filter passes about a tenth of them; the result says when it was cut).
+VISITS_PER_CANDIDATE = 4
+
+
+def bounded_keyword_search(
+    *,
+    knowledge_bases: Sequence,
+    query: str,
+    k: int,
+    document_ids: Sequence[int] | None = None,
+    scope=None,
+    budget: int | None = None,
+) -> KeywordResult:
+    """MaxScore-style BM25 top k, in at most three bounded phases.
+
+    1. Candidates: the chunks containing one of the rarest lexemes, as many lexemes as fit in
+       the budget of postings (document frequencies are known); when even the rarest is too
+       common, the chunks containing all lexemes. They are scored with every lexeme.
+    2. theta = the k-th score so far. A chunk not scored yet contains only lexemes outside
+       phase 1's query, and scores less than the sum of their bounds; only chunks with a
+       set of lexemes whose bounds reach theta can still enter the top k, so phase 2 scores
+       exactly those (an AND of each minimal set), none when there is no such set. When a
+       single leftover lexeme could still reach theta (phase 1 found fewer than k chunks, or
+       weak ones), the chunks containing all leftover lexemes are scored first to raise it.
+    The result is exact (`exact`) unless a phase met the budget; then it is the best of the
+    chunks scored."""
+    kb_ids = _kb_ids(knowledge_bases)
+    if budget is None:
+        budget = settings.RAG_KEYWORD_CANDIDATES
+    lexemes = query_lexemes(query)
+    if not kb_ids or not lexemes or k <= 0:
+        return KeywordResult([], True, 0, 0)
+    stats = keyword_statistics(knowledge_bases=knowledge_bases, lexemes=lexemes)
+    terms = list(stats.terms)
+    if not terms:
+        return KeywordResult([], True, 0, 0)
+    if stats.chunks <= settings.RAG_KEYWORD_EXACT_MAX_CHUNKS:
+        # A small scope is never cut short: no phase can match more chunks than it has (the
+        # phases still prune, so this costs at most the exhaustive search).
+        budget = max(budget, stats.chunks)
+    doc_filter, doc_params = _scope_filter(document_ids, scope)
+    # bigint[]: psycopg sends small ids as smallint[], which the (knowledge_base_id,
+    # search_vector) GIN index (btree_gin, no cross-type operators) could not search.
+    searchable = "c.knowledge_base_id = ANY(%s::bigint[]) AND NOT c.is_parent AND c.enabled"
+    avg_length = max(stats.avg_length, 1.0)
+    spent = 0  # candidates scored so far: the budget is for the whole search
+
+    def score(tsquery: str, exclude: str | None) -> tuple[list[Hit], bool, int]:
+        """Top k of the chunks matching tsquery (not exclude), whether they were all scored
+        (not cut at the budget left) and how many were."""
+        limit = max(budget - spent, budget // 4, 1)
+        # With a document filter, most postings may fail it: the postings read are capped
+        # too (a few times the limit), or a selective filter would read them all.
+        visits = limit * (VISITS_PER_CANDIDATE if doc_filter.strip() else 1)
+        not_scored = "AND NOT c.search_vector @@ %s::tsquery" if exclude else ""
+        # setweight + ts_filter keep only the query's lexemes before unnest (a chunk has
+        # dozens); the join on q drops anything else that carried weight A already. The
+        # first row carries the counts (read, passed the filter), then the top k.
+        sql = f"""
+            WITH q AS (SELECT * FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)),
+            read AS MATERIALIZED (
+                SELECT c.id, c.document_id, c.search_vector, c.search_length
+                FROM ingestion_chunk c
+                WHERE {searchable} AND c.search_vector @@ %s::tsquery {not_scored}
+                LIMIT %s
+            ),
+            m AS MATERIALIZED (SELECT c.* FROM read c WHERE TRUE {doc_filter} LIMIT %s),
+            s AS (
+                SELECT m.id, (
+                    SELECT sum(
+                        q.idf * (u.tf * ({BM25_K1} + 1))
+                        / (u.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * m.search_length / %s))
+                    )
+                    FROM (
+                        SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf
+                        FROM unnest(ts_filter(setweight(m.search_vector, 'A', %s::text[]),
+                                              '{{a}}'))
+                    ) u JOIN q ON q.lexeme = u.lexeme
+                ) AS score
+                FROM m
+            )
+            SELECT NULL::bigint, (SELECT count(*) FROM read)::float8,
+                   (SELECT count(*) FROM m)::bigint
+            UNION ALL (SELECT id, score, NULL FROM s ORDER BY score DESC, id LIMIT %s)
+        """
+        params = [
+            [t.lexeme for t in terms],
+            [t.idf for t in terms],
+            kb_ids,
+            tsquery,
+            *([exclude] if exclude else []),
+            visits + 1,
+            *doc_params,
+            limit + 1,
+            avg_length,
+            [t.lexeme for t in terms],
+            k,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            (_, read, passed), *rows = cursor.fetchall()
+        complete = int(read) <= visits and int(passed) <= limit
+        return [Hit(cid, float(sc)) for cid, sc, _ in rows], complete, min(int(passed), limit)
+
+    # Phase 1: rarest lexemes while their postings fit in the budget.
+    first: list[Term] = []
+    postings = 0
+    for term in terms:
+        if postings + term.df > budget:
+            break
+        first.append(term)
+        postings += term.df
+    if first:
+        phase1 = _tsquery([t.lexeme for t in first])
+        rest = [t for t in terms if t not in first]
+
+        def covered(subset):
+            return False  # phase 2 looks only at the lexemes phase 1 did not query
+
+    else:
+        phase1 = _tsquery([t.lexeme for t in terms], "&")
+        rest = terms
+
+        def covered(subset):
+            return len(subset) == len(terms)
+
+    def merge(a: list[Hit], b: list[Hit]) -> list[Hit]:
+        unique = {h.chunk_id: h for h in a + b}.values()
+        return sorted(unique, key=lambda h: (-h.score, h.chunk_id))[:k]
+
+    def kth(hits: list[Hit]) -> float:
+        return hits[k - 1].score if len(hits) >= k else 0.0
+
+    hits, exact, spent = score(phase1, None)
+    phases = 1
+    done = [phase1]  # tsqueries whose chunks are all scored (when exact)
+    if rest and len(rest) > 1 and not covered(rest) and rest[0].bound >= kth(hits):
+        # A single leftover lexeme could still reach theta (phase 1 found few chunks): the
+        # chunks containing all of them first, to raise theta before choosing phase 2.
+        conjunction = _tsquery([t.lexeme for t in rest], "&")
+        more, complete, scored = score(conjunction, phase1)
+        hits = merge(hits, more)
+        exact = exact and complete
+        phases, spent = phases + 1, spent + scored
+        done.append(conjunction)
+        earlier = covered
+
+        def covered(subset):
+            return earlier(subset) or len(subset) == len(rest)
+
+    if rest:
+        theta = kth(hits)
+        if len(rest) > MAX_BOUNDED_TERMS:
+            sets = [(t,) for t in rest]
+        else:
+            sets = _minimal_sets(rest, theta, covered)
+        if sets:
+            query_sets = " | ".join(
+                "(" + _tsquery([t.lexeme for t in group], "&") + ")" for group in sets
+            )
+            more, complete, scored = score(query_sets, " | ".join(f"({q})" for q in done))
+            hits = merge(hits, more)
+            exact = exact and complete
+            phases, spent = phases + 1, spent + scored
+    return KeywordResult(hits, exact, phases, spent)
+
+
+def exhaustive_keyword_search(
+    *,
+    knowledge_bases: Sequence,
+    query: str,
+    k: int,
+    document_ids: Sequence[int] | None = None,
+    scope=None,
+    scoped_statistics: bool = True,
+) -> list[Hit]:
+    """The reference: every chunk containing a query lexeme scored, statistics counted in
+    the query (of the scoped chunks, as keyword search did before issue #15 part 5, or of the
+    knowledge bases with scoped_statistics=False). Linear in the matches: for tests and
+    bench_search, not for requests."""
     kb_ids = _kb_ids(knowledge_bases)
     lexemes = query_lexemes(query)
     if not kb_ids or not lexemes or k <= 0:
         return []
-    tsquery = " | ".join("'" + lex.replace("'", "''") + "'" for lex in lexemes)
-    doc_filter, doc_params = "", []
-    if document_ids is not None:
-        doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
-    if scope is not None:
-        scope_sql, scope_params = scope.recall_sql()
-        doc_filter, doc_params = f"{doc_filter} {scope_sql}", doc_params + scope_params
-    # A disabled chunk (chunk management) is never recalled, nor counted in the statistics.
+    tsquery = _tsquery(lexemes)
+    doc_filter, doc_params = _scope_filter(document_ids, scope)
     where = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled {doc_filter}"
+    stats_where, stats_params = (
+        (where, [kb_ids, *doc_params])
+        if scoped_statistics
+        else ("c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled", [kb_ids])
+    )
     counts = ", ".join(
         "count(*) FILTER (WHERE c.search_vector @@ to_tsquery('simple', %s))" for _ in lexemes
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT count(*), coalesce(avg(c.search_length), 0) FROM ingestion_chunk c "
-            f"WHERE {where}",
-            [kb_ids, *doc_params],
+            f"WHERE {stats_where}",
+            stats_params,
         )
         total, avg_length = cursor.fetchone()
         if not total:
             return []
         cursor.execute(
-            f"SELECT {counts} FROM ingestion_chunk c WHERE {where} "
+            f"SELECT {counts} FROM ingestion_chunk c WHERE {stats_where} "
             "AND c.search_vector @@ to_tsquery('simple', %s)",
-            ["'" + lex.replace("'", "''") + "'" for lex in lexemes]
-            + [kb_ids, *doc_params, tsquery],
+            ["'" + lex.replace("'", "''") + "'" for lex in lexemes] + stats_params + [tsquery],
         )
         dfs = cursor.fetchone()
-        idf = [float(np.log1p((total - df + 0.5) / (df + 0.5))) for df in dfs]
+        idf = [_idf(total, df) for df in dfs]
         cursor.execute(
             f"""
             WITH q AS (SELECT * FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)),
@@ -191,7 +512,7 @@ def absent_words(*, knowledge_bases: Sequence, query: str, scope=None) -> tuple[
             f"""
             SELECT t.token, NOT EXISTS (
                 SELECT 1 FROM ingestion_chunk c
-                WHERE c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled
+                WHERE c.knowledge_base_id = ANY(%s::bigint[]) AND NOT c.is_parent AND c.enabled
                   AND c.search_vector @@ plainto_tsquery(%s::regconfig, t.token) {scope_sql}
             )
             FROM unnest(%s::text[]) AS t(token)

@@ -7,6 +7,12 @@ recall@10 against exact search. With --filter-share S, a share S of the document
 and dense, keyword and hybrid recall are timed with and without the metadata filter on that
 tag (applied inside the recall SQL, as every request's filter is). Rerank: latency for
 10/50/100 candidates with a cross-encoder, beside the raw model forward time for the same pairs.
+
+manage.py bench_search --corpus [--total 1000000 --kbs 100 --largest 500000] --skip-rerank
+builds (or reuses) a dataset of real-looking text over many knowledge bases and measures
+dense, keyword (common and rare words) and hybrid recall per scope, the exhaustive BM25 the
+keyword search replaced, and the keyword search's recall against it (_corpus_bench.py).
+--drop-corpus removes that dataset.
 """
 
 from __future__ import annotations
@@ -87,6 +93,27 @@ class Command(BaseCommand):
             "for 1M 384-d vectors) pgvector builds on disk, many times slower",
         )
         parser.add_argument("--json", dest="json_out")
+        parser.add_argument(
+            "--corpus",
+            action="store_true",
+            help="many knowledge bases of real-looking text (kept and reused; see "
+            "_corpus_bench.py) instead of one synthetic knowledge base per --sizes",
+        )
+        parser.add_argument("--total", type=int, default=1_000_000)
+        parser.add_argument("--kbs", type=int, default=100)
+        parser.add_argument("--largest", type=int, default=500_000)
+        parser.add_argument("--drop-corpus", action="store_true")
+        parser.add_argument(
+            "--budgets",
+            type=int,
+            nargs="*",
+            default=[],
+            help="with --corpus: also sweep these keyword candidate budgets on the largest "
+            "knowledge base (latency against recall)",
+        )
+        parser.add_argument(
+            "--sweep-only", action="store_true", help="with --budgets: only the sweep"
+        )
 
     def handle(self, *args, **options):
         report: dict = {"recall": [], "rerank": []}
@@ -95,6 +122,9 @@ class Command(BaseCommand):
             BENCH_EMBEDDER: {"BACKEND": "retrieval.embedders.HashingEmbedder", "DIMENSION": DIM},
         }
         ef = options["ef_search"] or settings.RAG_HNSW_EF_SEARCH
+        if options["corpus"] or options["drop_corpus"]:
+            with override_settings(RAG_EMBEDDERS=embedders):
+                return self._corpus(options, ef)
         with override_settings(RAG_EMBEDDERS=embedders):
             for n in options["sizes"]:
                 report["recall"].append(
@@ -112,6 +142,67 @@ class Command(BaseCommand):
         if options["json_out"]:
             with open(options["json_out"], "w") as handle:
                 json.dump(report, handle, indent=2)
+
+    def _corpus(self, options, ef: int) -> None:
+        from retrieval.management.commands import _corpus_bench as corpus
+
+        if options["drop_corpus"]:
+            corpus.drop_corpus(self.stderr)
+            return
+        made, build = corpus.build_corpus(
+            total=options["total"],
+            kbs=options["kbs"],
+            largest=options["largest"],
+            embedder=BENCH_EMBEDDER,
+            dim=DIM,
+            clustered_vectors=clustered_vectors,
+            filter_tag=FILTER_TAG,
+            build_memory=options["build_memory"],
+            stderr=self.stderr,
+        )
+        rows = (
+            []
+            if options["sweep_only"]
+            else corpus.run_corpus(
+                made=made,
+                n_queries=min(options["queries"], 200),
+                embedder=BENCH_EMBEDDER,
+                dim=DIM,
+                ef=ef,
+                clustered_vectors=clustered_vectors,
+                filter_tag=FILTER_TAG,
+                stderr=self.stderr,
+            )
+        )
+        sweep = (
+            corpus.sweep_budgets(
+                made=made,
+                budgets=options["budgets"],
+                n_queries=min(options["queries"], 200),
+                stderr=self.stderr,
+            )
+            if options["budgets"]
+            else []
+        )
+        if rows:
+            corpus.print_corpus(self.stdout.write, rows)
+        if sweep:
+            corpus.print_sweep(self.stdout.write, sweep)
+        if options["json_out"]:
+            with open(options["json_out"], "w") as handle:
+                json.dump(
+                    {
+                        "corpus": {
+                            "total": sum(int(kb.name.split()[-1]) for kb in made),
+                            "knowledge_bases": len(made),
+                            **build,
+                            "rows": rows,
+                            "budget_sweep": sweep,
+                        }
+                    },
+                    handle,
+                    indent=2,
+                )
 
     def _recall(
         self, n: int, n_queries: int, ef: int, filter_share: float = 0.0, build_memory: str = "1GB"
@@ -155,9 +246,12 @@ class Command(BaseCommand):
             latencies, recalls = [], []
             for q in queries:
                 t0 = time.perf_counter()
-                hits = dense_search(
-                    knowledge_bases=[kb], embedder=BENCH_EMBEDDER, vector=q, k=50, ef_search=ef
-                )
+                # Through the graph whatever the size: this measures HNSW quality (small
+                # knowledge bases are otherwise searched exactly, RAG_DENSE_EXACT_MAX_CHUNKS).
+                with override_settings(RAG_DENSE_EXACT_MAX_CHUNKS=0):
+                    hits = dense_search(
+                        knowledge_bases=[kb], embedder=BENCH_EMBEDDER, vector=q, k=50, ef_search=ef
+                    )
                 latencies.append((time.perf_counter() - t0) * 1000)
                 exact = set(np.argsort(-(vectors @ q))[:10].tolist())
                 got = {ordinal_of[h.chunk_id] for h in hits[:10]}
@@ -289,7 +383,7 @@ class Command(BaseCommand):
         return rows
 
     def _rerank(self, model: str, max_length: int) -> list[dict]:
-        from retrieval.rerankers import CrossEncoderReranker
+        from retrieval.rerank.backends import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(
             name="bench", model=model, num_labels=1, max_length=max_length
