@@ -34,6 +34,27 @@ class InvalidFilter(ValueError):
 class DocumentScope:
     sql: str = "TRUE"
     params: list = field(default_factory=list)
+    # The visibility condition alone (on alias d, no metadata filter): what the request's
+    # user may see at all. "" when nothing is hidden from them (the system, an owner...).
+    visible_sql: str = ""
+    visible_params: list = field(default_factory=list)
+
+    def hides_documents(self, knowledge_base_ids: Sequence[int]) -> bool:
+        """Whether these knowledge bases hold a restricted document this user may not see.
+        Collection statistics (keyword IDF) must then come from the visible chunks only, or
+        a hidden document's words would shape the scores this user sees."""
+        if not self.visible_sql:
+            return False
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM ingestion_document d WHERE "
+                "d.knowledge_base_id = ANY(%s) AND d.restricted "
+                f"AND NOT ({self.visible_sql}))",
+                [[int(pk) for pk in knowledge_base_ids], *self.visible_params],
+            )
+            return bool(cursor.fetchone()[0])
 
     def recall_sql(self, column: str = "c.document_id") -> tuple[str, list]:
         """`AND <column> IN (...)` for recall queries, with its parameters."""
@@ -243,13 +264,19 @@ def _filters_part(filters: dict | None) -> tuple[list[str], list]:
 def document_scope(*, user=None, knowledge_bases: Sequence = (), filters: dict | None = None):
     """The scope of a request; user None is the system itself (evaluation, benchmarks)."""
     conditions, params = [], []
+    visible, visible_params = _visibility_part(user, knowledge_bases)
     for part_conditions, part_params in (
         _review_part(),
-        _visibility_part(user, knowledge_bases),
+        (visible, visible_params),
         _filters_part(filters),
     ):
         conditions += part_conditions
         params += part_params
     if not conditions:
         return DocumentScope()
-    return DocumentScope(" AND ".join(f"({c})" for c in conditions), params)
+    return DocumentScope(
+        " AND ".join(f"({c})" for c in conditions),
+        params,
+        visible_sql=" AND ".join(f"({c})" for c in visible),
+        visible_params=list(visible_params),
+    )

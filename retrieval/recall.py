@@ -224,7 +224,20 @@ def keyword_search(
     filter or visibility scope limits which chunks are returned, not the IDF, as in search
     engines. Candidates come bounded from the (knowledge base, lexeme) GIN index, rarest
     lexemes first, and the top k is exact unless a query's words are all very common (see
-    bounded_keyword_search)."""
+    bounded_keyword_search).
+
+    Where the knowledge bases hold restricted documents this user may not see, statistics
+    come from the chunks the user may see instead (counted per query: slower on a large
+    knowledge base), so that no hidden document's words weigh on the scores they see."""
+    if scope is not None and scope.hides_documents(_kb_ids(knowledge_bases)):
+        return exhaustive_keyword_search(
+            knowledge_bases=knowledge_bases,
+            query=query,
+            k=k,
+            document_ids=document_ids,
+            scope=scope,
+            scoped_statistics=True,
+        )
     return bounded_keyword_search(
         knowledge_bases=knowledge_bases,
         query=query,
