@@ -384,20 +384,7 @@
   }
 
   // ---- Streaming ----------------------------------------------------------------------
-  function parseFrames(buffer, onEvent) {
-    let index;
-    while ((index = buffer.indexOf("\n\n")) >= 0) {
-      const frame = buffer.slice(0, index);
-      buffer = buffer.slice(index + 2);
-      let type = "message", data = "";
-      for (const line of frame.split("\n")) {
-        if (line.startsWith("event: ")) type = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(type, JSON.parse(data));
-    }
-    return buffer;
-  }
+  const parseFrames = window.parseSSEFrames;  // static/js/sse.js
 
   function conversationStarted(id, title) {
     // The new conversation is listed (and becomes the page's URL) as soon as it exists.
