@@ -6,7 +6,7 @@ class IngestionConfig(AppConfig):
     verbose_name = "Knowledge bases and ingestion"
 
     def ready(self) -> None:
-        from celery.signals import worker_ready
+        from celery.signals import worker_init, worker_ready
         from django.db.models.signals import post_migrate
 
         from ingestion import checks  # noqa: F401  (registers the system checks)
@@ -15,6 +15,7 @@ class IngestionConfig(AppConfig):
         # Only worker processes send worker_ready: each of them sweeps for documents whose
         # worker died mid-way (see ingestion.tasks.start_stale_sweeper).
         worker_ready.connect(_start_stale_sweeper, weak=False, dispatch_uid="ingest-stale-sweep")
+        worker_init.connect(_share_cores, weak=False, dispatch_uid="ingest-share-cores")
 
 
 def _ensure_indexes_after_migrate(sender, using="default", **kwargs) -> None:
@@ -27,3 +28,9 @@ def _start_stale_sweeper(sender=None, **kwargs) -> None:
     from ingestion.tasks import start_stale_sweeper
 
     start_stale_sweeper()
+
+
+def _share_cores(sender=None, **kwargs) -> None:
+    from ingestion.tasks import share_cores_between_processes
+
+    share_cores_between_processes(sender=sender)

@@ -1,4 +1,5 @@
 import logging
+import os
 import threading
 import time
 
@@ -68,6 +69,23 @@ def requeue_stale_documents() -> dict:
     """The sweep as a task too, for deployments that prefer to schedule it with beat."""
     result = documents_requeue_stale()
     return {"requeued": result.requeued, "failed": result.failed}
+
+
+def share_cores_between_processes(sender=None, **kwargs) -> None:
+    """On worker_init, in a prefork worker's main process before its pool forks: each of the
+    N pool processes gets cores / N math-library threads (OMP_NUM_THREADS, which torch and
+    the BLAS libraries read when a child first imports them). By default every child would
+    start one thread per core: two children on two cores ran four torch threads that spun
+    against each other, and a batch of small files went at 0.41 of the embedders' own
+    speed instead of 0.81 (manage.py bench_batch). A value set by the operator is kept."""
+    pool = getattr(sender, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "") or ""
+    concurrency = getattr(sender, "concurrency", None)
+    if not ("prefork" in name or name == "processes") or not isinstance(concurrency, int):
+        return
+    if concurrency > 1:
+        threads = max(1, (os.cpu_count() or 1) // concurrency)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def start_stale_sweeper(**kwargs) -> None:
