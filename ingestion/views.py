@@ -80,7 +80,13 @@ from ingestion.services import (
     knowledge_base_delete,
     reingest_refusal,
 )
-from ragapp.audit import audit_record, audit_role_grant, audit_settings, form_changes
+from ragapp.audit import (
+    audit_record,
+    audit_role_grant,
+    audit_settings,
+    form_changes,
+    grants_remove,
+)
 from ragapp.validation import storable_text
 
 
@@ -751,15 +757,7 @@ def kb_members(request, pk: int):
 def kb_member_remove(request, pk: int, member_pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     membership = get_object_or_404(Membership, pk=member_pk, knowledge_base=kb)
-    with transaction.atomic():
-        membership.delete()
-        audit_record(
-            request=request,
-            action="member.remove",
-            obj=membership.user,
-            knowledge_base=kb,
-            details={"role": membership.role},
-        )
+    grants_remove(request=request, knowledge_base=kb, grants=kb.memberships.filter(pk=member_pk))
     messages.success(request, _("%(user)s removed.") % {"user": membership.user.username})
     return redirect("kb_members", pk=kb.pk)
 
@@ -769,15 +767,9 @@ def kb_member_remove(request, pk: int, member_pk: int):
 def kb_group_remove(request, pk: int, grant_pk: int):
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     grant = get_object_or_404(GroupMembership, pk=grant_pk, knowledge_base=kb)
-    with transaction.atomic():
-        grant.delete()
-        audit_record(
-            request=request,
-            action="member.remove",
-            obj=grant.group,
-            knowledge_base=kb,
-            details={"role": grant.role},
-        )
+    grants_remove(
+        request=request, knowledge_base=kb, grants=kb.group_memberships.filter(pk=grant_pk)
+    )
     messages.success(request, _("Group %(group)s removed.") % {"group": grant.group.name})
     return redirect("kb_members", pk=kb.pk)
 

@@ -174,6 +174,16 @@ def audit_grants_removed(*, request, knowledge_base, grants) -> None:
         )
 
 
+def grants_remove(*, request, knowledge_base, grants) -> int:
+    """Take away `grants` (memberships or group memberships of `knowledge_base`), each
+    recorded as member.remove in the same transaction; how many were removed. The one
+    removal behind the members page and the API, for users and groups alike."""
+    with transaction.atomic():
+        audit_grants_removed(request=request, knowledge_base=knowledge_base, grants=grants)
+        deleted, _ = grants.delete()
+    return deleted
+
+
 def _record_quietly(**kwargs) -> None:
     try:
         audit_record(**kwargs)

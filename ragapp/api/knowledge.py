@@ -78,11 +78,11 @@ from ragapp.api.schemas import (
     UrlIn,
 )
 from ragapp.audit import (
-    audit_grants_removed,
     audit_record,
     audit_role_grant,
     audit_settings,
     field_changes,
+    grants_remove,
 )
 
 router = Router(tags=["knowledge bases"])
@@ -240,11 +240,8 @@ def remove_member(request, kb_id: int, username: str):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
     if "\x00" in username:
         raise HttpError(404, "no such member")
-    with transaction.atomic():
-        grants = kb.memberships.filter(user__username=username)
-        audit_grants_removed(request=request, knowledge_base=kb, grants=grants)
-        deleted, _ = grants.delete()
-    if not deleted:
+    grants = kb.memberships.filter(user__username=username)
+    if not grants_remove(request=request, knowledge_base=kb, grants=grants):
         raise HttpError(404, "no such member")
     return Status(204, None)
 
@@ -255,11 +252,8 @@ def remove_group(request, kb_id: int, name: str):
     kb = knowledge_base_get(user=request.user, pk=kb_id, owner=True)
     if "\x00" in name:
         raise HttpError(404, "no such group")
-    with transaction.atomic():
-        grants = kb.group_memberships.filter(group__name=name)
-        audit_grants_removed(request=request, knowledge_base=kb, grants=grants)
-        deleted, _ = grants.delete()
-    if not deleted:
+    grants = kb.group_memberships.filter(group__name=name)
+    if not grants_remove(request=request, knowledge_base=kb, grants=grants):
         raise HttpError(404, "no such group")
     return Status(204, None)
 
