@@ -8,6 +8,7 @@ English words and leaves the Chinese tokens as they are.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from textkit import CJK_IDEOGRAPHS, has_cjk
 from textkit import jieba as _get_jieba
@@ -15,6 +16,7 @@ from textkit import jieba as _get_jieba
 TS_CONFIG = "english"
 
 _TOKEN = re.compile(f"[\\w{CJK_IDEOGRAPHS}]+", re.UNICODE)
+_CJK_RUN = re.compile(f"[{CJK_IDEOGRAPHS}]+")
 
 # Very frequent Chinese function words: they match everything and carry no signal.
 ZH_STOPWORDS = frozenset(
@@ -35,6 +37,36 @@ def segment(text: str) -> str:
         if token and _TOKEN.fullmatch(token):
             tokens.append(token)
     return " ".join(tokens)
+
+
+def tokens_in(text: str, tokens: Iterable[str]) -> set[str]:
+    """Which of these (segmented) tokens the text contains, without segmenting the text.
+
+    Ranking asks this of every candidate passage, and jieba costs about 2.6 µs per character:
+    50 Chinese passages took ~100 ms, the whole of the Chinese rerank step. A Chinese token
+    is looked up as a substring instead (a dictionary word of the query inside the passage;
+    cut_for_search emits the sub-words of longer words too, so the answers agree almost
+    always), a Latin one among the text's words."""
+    lower = text.lower()
+    words: set[str] | None = None
+    found = set()
+    for token in tokens:
+        if has_cjk(token):
+            if token in lower:
+                found.add(token)
+            continue
+        if words is None:
+            words = set(_TOKEN.findall(lower)) if not has_cjk(lower) else _latin_words(lower)
+        if token in words:
+            found.add(token)
+    return found
+
+
+def _latin_words(lower: str) -> set[str]:
+    # In Chinese text \w runs swallow neighbouring ideographs ("使用debian"): split them off;
+    # jieba also splits "dh_make" into dh, make (kept whole too).
+    words = {w for run in _TOKEN.findall(lower) for w in _CJK_RUN.split(run) if w}
+    return words | {p for w in words if "_" in w for p in w.split("_") if p}
 
 
 def query_tokens(text: str) -> list[str]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from retrieval.fusion import detect_query_language
 from retrieval.rerank.base import minmax, zscore
-from retrieval.text import query_tokens, segment
+from retrieval.text import query_tokens, segment, tokens_in
 from retrieval.types import Candidate
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default_ranker.json"
@@ -65,10 +65,6 @@ def _signal(candidates: Sequence[Candidate], stage: str) -> tuple[np.ndarray, np
     return np.array([floor if v is None else float(v) for v in raw]), missing
 
 
-def _passage_tokens(candidate: Candidate) -> set[str]:
-    return set(segment(candidate.context or candidate.text).split())
-
-
 def features(query: str, candidates: Sequence[Candidate]) -> np.ndarray:
     """(len(candidates), len(FEATURES)) matrix; every column comparable across queries."""
     n = len(candidates)
@@ -95,7 +91,7 @@ def features(query: str, candidates: Sequence[Candidate]) -> np.ndarray:
     # token every candidate has says nothing; the rare ones the passage shares say a lot.
     tokens = [t for t in (segment(q) for q in query_tokens(query)) for t in t.split()]
     tokens = list(dict.fromkeys(tokens))
-    passages = [_passage_tokens(c) for c in candidates]
+    passages = [tokens_in(c.context or c.text, tokens) for c in candidates]
     if tokens:
         df = Counter(t for p in passages for t in tokens if t in p)
         idf = {t: math.log((n + 1) / (df.get(t, 0) + 0.5)) for t in tokens}

@@ -117,3 +117,20 @@ def test_knowledge_base_reranker_uses_the_active_model_else_the_default(
     # Candidates of several knowledge bases: no single KB model applies.
     mixed = [cands[0], _cand(1, "beta", {"keyword": 5.0}, kb=kb.pk + 1)]
     assert reranker.rerank("beta", mixed)[0].chunk_id == 1
+
+
+def test_query_tokens_are_found_in_passages_without_segmenting_them():
+    from retrieval.text import segment, tokens_in
+
+    passage = "在 debian/control 文件中设置维护者（Maintainer）字段，使用dh_make生成模板。"
+    tokens = ["维护者", "维护", "maintainer", "control", "dh", "make", "rules", "软件包"]
+    found = tokens_in(passage, tokens)
+    assert found == {"维护者", "维护", "maintainer", "control", "dh", "make"}
+    # the same answer as segmenting the passage with jieba
+    assert found == {t for t in tokens if t in set(segment(passage).split())}
+    # where jieba splits a word it could not place (字 段), the substring still finds it
+    assert tokens_in(passage, ["字段"]) == {"字段"}
+    assert tokens_in("Install the package with apt.", ["package", "pack", "apt"]) == {
+        "package",
+        "apt",
+    }
