@@ -17,6 +17,20 @@ question, from the final head of retrieval (retrieval.services.search):
   never mention the thing: 4% of the benchmark's answerable English questions have one
   against 63% of its near misses. Chinese words are left out: jieba's dictionary counts
   did not tell terms from everyday words (负责, 意思) well enough to help.
+- sentence: the largest share of the question's content words that one sentence of the head
+  contains. An answer usually sits in a sentence that names what was asked; a near miss
+  gathers its words from different places ("the numeric value of ASN1_MAX_NAME_SIZE": the
+  name in one sentence, "value" in another);
+- unnamed: how many of the question's names (the same test as `specific`) no head passage
+  mentions, though the knowledge base may ("libtasn1 4.19" when the head speaks of 4.18). The
+  passages an answer would be built from do not speak of the thing asked about.
+- judge (per language, RAG_ABSTAIN_JUDGE; Chinese: e5): the cosine of the question with the
+  top passage, both embedded at answer time by a stronger multilingual model than the one
+  the chunks were embedded with. multilingual-e5-small reads Chinese far better than USE
+  (dense nDCG@10 0.739 against 0.618 on tex-faq-zh) but embeds passages too slowly (about
+  1.5 per CPU-second) to embed every chunk; one passage of at most JUDGE_CHARS characters
+  per question is affordable. Without it (no AVX2, or not configured) the language's model
+  without this feature decides.
 
 A logistic model per query language (optionally per reranker: "<reranker>:<lang>") turns
 them into a probability; the chat abstains below the threshold. The model ships as JSON
@@ -40,10 +54,12 @@ from django.conf import settings
 from retrieval.fusion import detect_query_language, stage_weights
 from retrieval.text import query_tokens, segment
 from retrieval.types import Candidate
+from textkit import split_sentences
 
-FEATURES = ("support", "dense", "coverage", "absent", "specific")
+FEATURES = ("support", "dense", "coverage", "absent", "specific", "sentence", "unnamed", "judge")
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "abstention.json"
 HEAD = 3  # passages whose signals count: the ones an answer is built from
+JUDGE_CHARS = 600  # of the top passage, for the judge (its time grows with the length)
 
 
 @dataclass(frozen=True)
@@ -99,13 +115,19 @@ def content_words(text: str) -> set[str]:
     }
 
 
-def _coverage(question: str, passages: Sequence[str]) -> float:
+def _question_words(question: str) -> tuple[list[str], list[str]]:
+    """The question's raw tokens and its distinct stemmed content words."""
     raw = [t for q in query_tokens(question) for t in segment(q).split()]
     tokens = list(
         dict.fromkeys(
             stem(t) for t in raw if t not in EN_STOPWORDS and (len(t) > 1 or not t.isascii())
         )
     )
+    return raw, tokens
+
+
+def _coverage(question: str, passages: Sequence[str]) -> float:
+    raw, tokens = _question_words(question)
     if not tokens:
         return 0.0
     # "back up" in the question, "backup" in the text: joined neighbours cover both words.
@@ -119,6 +141,30 @@ def _coverage(question: str, passages: Sequence[str]) -> float:
                 covered.update(parts)
         best = max(best, len(covered & set(tokens)) / len(tokens))
     return best
+
+
+def _sentence_coverage(question: str, passages: Sequence[str]) -> float:
+    _, tokens = _question_words(question)
+    if not tokens:
+        return 0.0
+    best = 0
+    for text in passages:
+        for sentence in split_sentences(text):
+            words = content_words(sentence)
+            best = max(best, sum(t in words for t in tokens))
+    return best / len(tokens)
+
+
+def _unnamed(question: str, passages: Sequence[str]) -> float:
+    raw, _ = _question_words(question)
+    names = {t for t in raw if len(t) > 1 and is_specific(t)}  # "4.19": "19", not "4"
+    if not names:
+        return 0.0
+    seen: set[str] = set()
+    for text in passages:
+        seen |= content_words(text)
+    missing = [n for n in names if n not in seen and stem(n) not in seen]
+    return float(min(len(missing), 2))
 
 
 def _wordpiece():
@@ -175,8 +221,15 @@ def features(
         weights = stage_weights(question, dense_stages)
         main = max(dense_stages, key=lambda s: (weights.get(s, 0.0), s))
         dense = max((c.signals[main] for c in head if main in c.signals), default=0.0)
-    coverage = _coverage(question, [f"{c.heading_path}\n{c.context}" for c in head])
-    return {"support": float(support), "dense": float(dense), "coverage": coverage, **absent}
+    passages = [f"{c.heading_path}\n{c.context}" for c in head]
+    return {
+        "support": float(support),
+        "dense": float(dense),
+        "coverage": _coverage(question, passages),
+        **absent,
+        "sentence": _sentence_coverage(question, passages),
+        "unnamed": _unnamed(question, passages),
+    }
 
 
 @dataclass(frozen=True)
@@ -195,14 +248,17 @@ class AbstentionModel:
         payload = {"features": list(FEATURES), "models": self.models, "card": self.card}
         Path(path).write_text(json.dumps(payload, indent=1, ensure_ascii=False), "utf-8")
 
-    def entry(self, language: str, reranker: str = "") -> dict:
-        for key in (f"{reranker}:{language}", language, "en"):
-            if key in self.models:
-                return self.models[key]
+    def entry(self, key: str, reranker: str = "") -> dict:
+        """The model for a key: a language ("zh"), or a language with its judge ("zh+e5");
+        a judge key falls back to its language."""
+        language = key.split("+")[0]
+        for name in (f"{reranker}:{key}", key, f"{reranker}:{language}", language, "en"):
+            if name in self.models:
+                return self.models[name]
         return next(iter(self.models.values()))
 
-    def probability(self, values: dict[str, float], language: str, reranker: str = "") -> float:
-        entry = self.entry(language, reranker)
+    def probability(self, values: dict[str, float], key: str, reranker: str = "") -> float:
+        entry = self.entry(key, reranker)
         z = entry["bias"] + sum(w * values.get(f, 0.0) for f, w in entry["weights"].items())
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
@@ -221,6 +277,30 @@ def model() -> AbstentionModel:
     return _model
 
 
+def judge_for(language: str) -> str | None:
+    """The judge embedder this language's model uses here, if it can run on this machine."""
+    from retrieval.backends import embedder_available
+
+    name = settings.RAG_ABSTAIN_JUDGE.get(language)
+    if name and f"{language}+{name}" in model().models and embedder_available(name):
+        return name
+    return None
+
+
+def model_key(language: str) -> str:
+    judge = judge_for(language)
+    return f"{language}+{judge}" if judge else language
+
+
+def judge_score(name: str, question: str, head: Sequence[Candidate]) -> float:
+    from retrieval.backends import get_embedder
+
+    embedder = get_embedder(name)
+    query = embedder.embed_query(question)
+    passage = embedder.embed_documents([head[0].context[:JUDGE_CHARS]])[0]
+    return float(passage @ query)
+
+
 def threshold_for(
     knowledge_bases: Sequence, language: str, reranker: str = ""
 ) -> tuple[float, str]:
@@ -236,11 +316,37 @@ def threshold_for(
     ]
     if calibrated:
         return min(calibrated), "calibrated"
-    return float(model().entry(language, reranker)["threshold"]), "default"
+    return float(model().entry(model_key(language), reranker)["threshold"]), "default"
 
 
 def _kb_value(kb, name: str) -> bool:
     return getattr(kb, name, None) is not None
+
+
+def probability_of(
+    question: str,
+    head: Sequence[Candidate],
+    *,
+    knowledge_bases: Sequence,
+    reranker: str = "",
+    scope=None,
+) -> tuple[float, dict[str, float], str]:
+    """(probability, features, language): the one computation behind the chat's decision,
+    QA-pair calibration and the regression runs' proposals."""
+    from retrieval.recall import absent_words
+
+    language = detect_query_language(question) or "en"
+    # Only the documents this request may read count (a restricted document's words must not
+    # change the answer of someone who may not see it).
+    words, looked_up = absent_words(knowledge_bases=knowledge_bases, query=question, scope=scope)
+    values = features(question, head, absent=absent_signals(words, looked_up))
+    if not head:
+        return 0.0, values, language
+    judge = judge_for(language)
+    if judge:
+        values["judge"] = judge_score(judge, question, head)
+    key = f"{language}+{judge}" if judge else language
+    return model().probability(values, key, reranker), values, language
 
 
 def assess(
@@ -251,31 +357,28 @@ def assess(
     reranker: str = "",
     scope=None,
 ) -> Assessment:
-    from retrieval.recall import absent_words
-
-    language = detect_query_language(question) or "en"
-    # Only the documents this request may read count (a restricted document's words must not
-    # change the answer of someone who may not see it).
-    words, looked_up = absent_words(knowledge_bases=knowledge_bases, query=question, scope=scope)
-    values = features(question, head, absent=absent_signals(words, looked_up))
+    p, values, language = probability_of(
+        question, head, knowledge_bases=knowledge_bases, reranker=reranker, scope=scope
+    )
     threshold, source = threshold_for(knowledge_bases, language, reranker)
-    if not head:
-        return Assessment(0.0, threshold, values, language, source)
-    p = model().probability(values, language, reranker)
     return Assessment(p, threshold, values, language, source)
 
 
 def fit_logistic(
-    rows: Sequence[tuple[dict[str, float], bool]], *, l2: float = 1e-2, steps: int = 500
+    rows: Sequence[tuple[dict[str, float], bool]],
+    *,
+    l2: float = 1e-2,
+    steps: int = 500,
+    names: Sequence[str] = FEATURES,
 ) -> dict:
     """Newton-free gradient descent on the log loss; rows are (features, answerable)."""
     import numpy as np
 
-    x = np.array([[r[0][f] for f in FEATURES] for r in rows], dtype=float)
+    x = np.array([[r[0].get(f, 0.0) for f in names] for r in rows], dtype=float)
     y = np.array([1.0 if r[1] else 0.0 for r in rows])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
     xs = (x - mean) / std
-    w, b = np.zeros(len(FEATURES)), 0.0
+    w, b = np.zeros(len(names)), 0.0
     pos = max(y.sum(), 1.0)
     neg = max(len(y) - y.sum(), 1.0)
     sample = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))  # balanced classes
@@ -286,7 +389,7 @@ def fit_logistic(
         b -= 0.1 * g.mean()
     weights = w / std
     bias = b - float((w * mean / std).sum())
-    named = {f: float(v) for f, v in zip(FEATURES, weights, strict=True)}
+    named = {f: float(v) for f, v in zip(names, weights, strict=True)}
     return {"bias": float(bias), "weights": named}
 
 
@@ -299,7 +402,6 @@ MIN_PAIRS = 10
 def calibrate_from_qa_pairs(*, knowledge_base) -> dict | None:
     """Set the knowledge base's calibrated threshold from its QA pairs' questions, asked
     through the same retrieval the chat uses; None (and nothing stored) below MIN_PAIRS."""
-    from retrieval.recall import absent_words
     from retrieval.services import search
 
     questions = list(knowledge_base.qa_pairs.values_list("question", flat=True))
@@ -308,14 +410,13 @@ def calibrate_from_qa_pairs(*, knowledge_base) -> dict | None:
     probabilities = []
     for question in questions:
         result = search(knowledge_bases=[knowledge_base], query=question)
-        language = detect_query_language(question) or "en"
-        words, looked_up = absent_words(knowledge_bases=[knowledge_base], query=question)
-        values = features(question, result.results, absent=absent_signals(words, looked_up))
-        probabilities.append(
-            model().probability(values, language, result.reranker) if result.results else 0.0
+        p, _, _ = probability_of(
+            question, result.results, knowledge_bases=[knowledge_base], reranker=result.reranker
         )
+        probabilities.append(p)
     probabilities.sort()
-    value = round(probabilities[int((1 - CALIBRATION_ANSWERED) * len(probabilities))], 4)
+    kept = probabilities[int((1 - CALIBRATION_ANSWERED) * len(probabilities))]
+    value = math.floor(kept * 10_000) / 10_000  # rounded down: keeps the one it sits on
     report = {
         "pairs": len(probabilities),
         "calibrated": value,

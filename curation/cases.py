@@ -115,17 +115,13 @@ class Scored:
 
 def _answer_probability(knowledge_base, query: str, result) -> float:
     """The calibrated probability chat.abstention gives this query's answer (the same
-    computation as calibrate_from_qa_pairs), for the abstention threshold proposal."""
-    from chat.abstention import absent_signals, features, model
-    from retrieval.fusion import detect_query_language
-    from retrieval.recall import absent_words
+    computation as the chat's), for the abstention threshold proposal."""
+    from chat.abstention import probability_of
 
-    if not result.results:
-        return 0.0
-    language = detect_query_language(query) or "en"
-    words, looked_up = absent_words(knowledge_bases=[knowledge_base], query=query)
-    values = features(query, result.results, absent=absent_signals(words, looked_up))
-    return round(float(model().probability(values, language, result.reranker)), 4)
+    p, _, _ = probability_of(
+        query, result.results, knowledge_bases=[knowledge_base], reranker=result.reranker
+    )
+    return round(float(p), 4)
 
 
 def _score_case(knowledge_base, case: SavedCase) -> Scored:

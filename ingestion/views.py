@@ -651,6 +651,7 @@ def document_pdf(request, pk: int):
 def kb_settings(request, pk: int):
     """Rename (and describe) a knowledge base: owners only."""
     from chat.abstention import model as abstention_model
+    from chat.abstention import model_key
 
     kb = knowledge_base_get(user=request.user, pk=pk, owner=True)
     form = KnowledgeBaseSettingsForm(request.POST or None, instance=kb)
@@ -661,7 +662,9 @@ def kb_settings(request, pk: int):
             enqueue_regression(knowledge_base=kb, trigger="settings", changed=form.changed_data)
         messages.success(request, _("Saved."))
         return redirect("kb_detail", pk=kb.pk)
-    defaults = {lang: abstention_model().entry(lang)["threshold"] for lang in ("en", "zh")}
+    defaults = {
+        lang: abstention_model().entry(model_key(lang))["threshold"] for lang in ("en", "zh")
+    }
     return render(
         request,
         "ingestion/kb_settings.html",

@@ -43,9 +43,29 @@ def test_features_read_support_main_dense_signal_and_coverage():
     assert zh["dense"] == 0.3 and zh["coverage"] == 1.0  # USE for Chinese
 
 
+def test_sentence_coverage_and_names_the_head_does_not_mention():
+    question = "What is the value of ASN1_MAX_NAME_SIZE in libtasn1 4.19?"
+    scattered = head(
+        "ASN1_MAX_NAME_SIZE limits the length of a node name. Libtasn1 4.18 was released "
+        "in 2021. The return value is zero on success."
+    )
+    values = features(question, scattered)
+    # value, asn1_max_name_size, libtasn1, 19: the passage has three of them,
+    assert values["coverage"] == pytest.approx(3 / 4)
+    assert values["sentence"] == pytest.approx(1 / 4)  # but no sentence more than one,
+    assert values["unnamed"] == 1.0  # and it never names 4.19
+    answer = head("In libtasn1 4.19 the value of ASN1_MAX_NAME_SIZE is 64.")
+    assert features(question, answer)["sentence"] == 1.0
+    assert features(question, answer)["unnamed"] == 0.0
+    zh = features("如何插入页码？", head("打开页面设置。在页脚中插入页码字段。"))
+    assert zh["sentence"] == 1.0 and zh["unnamed"] == 0.0
+
+
 def test_fitted_model_separates_and_is_monotonic():
     good = {"support": 0.7, "dense": 0.6, "coverage": 0.9, "absent": 0.0, "specific": 0.0}
+    good |= {"sentence": 0.9, "unnamed": 0.0}
     bad = {"support": 0.2, "dense": 0.2, "coverage": 0.1, "absent": 0.5, "specific": 1.0}
+    bad |= {"sentence": 0.1, "unnamed": 1.0}
     rows = [(good, True)] * 20 + [(bad, False)] * 20
     entry = fit_logistic(rows)
     m = AbstentionModel({"en": {**entry, "threshold": 0.5}})
@@ -164,3 +184,27 @@ def test_absent_words_are_names_the_documents_never_mention(make_user, make_kb):
     assert absent_signals(words, looked_up) == {"absent": 1 / 3, "specific": 1.0}
     assert is_specific("yubikey") and is_specific("rs232") and not is_specific("licence")
     assert not is_specific("负责")
+
+
+@pytest.mark.models
+@pytest.mark.django_db
+def test_chinese_questions_are_judged_by_e5_reading_the_top_passage(settings, make_user, make_kb):
+    from chat.abstention import model, model_key
+
+    kb = make_kb(make_user(), "a")
+    passage = "打开“插入”菜单，选择“页码”，再选择页码在页面上的位置。"
+    top = head(passage, cosine=0.6, support=0.6)
+    on_topic = assess("如何在文档中插入页码？", top, knowledge_bases=[kb])
+    off_topic = assess("澳大利亚的首都是哪里？", top, knowledge_bases=[kb])
+    assert model_key("zh") == "zh+e5" and model_key("en") == "en"  # English goes without
+    assert on_topic.features["judge"] > off_topic.features["judge"]
+    assert on_topic.probability > off_topic.probability
+    assert on_topic.threshold == model().entry("zh+e5")["threshold"]
+    assert (
+        "judge" not in assess("How do I insert page numbers?", top, knowledge_bases=[kb]).features
+    )
+
+    settings.RAG_ABSTAIN_JUDGE = {}  # not configured (or no AVX2): the model without it
+    plain = assess("如何在文档中插入页码？", top, knowledge_bases=[kb])
+    assert "judge" not in plain.features and model_key("zh") == "zh"
+    assert plain.threshold == model().entry("zh")["threshold"]
