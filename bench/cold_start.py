@@ -43,6 +43,7 @@ QUESTIONS = [
     "How does a recursive WITH query work?",
     "What kinds of indexes does PostgreSQL have?",
     "How do I insert a table in Writer?",
+    "在 Writer 里怎样插入表格？",  # Chinese: its abstention judge (e5) must be warm too
 ]
 
 
