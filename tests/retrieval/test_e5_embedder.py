@@ -45,3 +45,21 @@ def test_e5_scores_a_chinese_paraphrase_above_a_near_miss(entry, paraphrase, nea
     e5 = get_embedder("e5")
     stored = e5.embed_documents([entry])[0]
     assert e5.embed_query(paraphrase) @ stored > e5.embed_query(near_miss) @ stored + 0.01
+
+
+def test_a_question_embedded_twice_runs_the_model_once():
+    e5 = get_embedder("e5")
+    first = e5.embed_query("如何插入页码？")
+    calls = []
+    model = e5.model()
+    original = model.query
+    model.query = lambda text: calls.append(text) or original(text)
+    try:
+        again = e5.embed_query("如何插入页码？")
+        first[:] = 0  # a caller changing its copy changes nothing kept
+        assert np.allclose(e5.embed_query("如何插入页码？"), again)
+        assert calls == []
+        e5.embed_query("另一个问题")
+        assert calls == ["另一个问题"]
+    finally:
+        model.query = original
