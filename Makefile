@@ -37,11 +37,13 @@ stop:
 test: install system-deps
 	$(PY) -m ragapp.devservers test $(PYTEST_ARGS)
 
-# The quick loop while editing: no Celery worker, no browser, no real model, no training;
+# The quick loop while editing: no Celery worker, no browser, no real model, no training,
+# none of the few tests that take seconds by themselves (`slow`: make test runs them);
 # knowledge bases embed with the deterministic "hash" embedder (tests/conftest.py).
 test-fast: install
 	RAG_TEST_FAST=1 $(PY) -m ragapp.devservers test \
-		-m "not models and not worker and not browser and not training" -q $(PYTEST_ARGS)
+		-m "not models and not worker and not browser and not training and not slow" \
+		-q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -73,7 +73,9 @@ def _serve(host: str, port: int = 0, tls: ssl.SSLContext | None = None):
     server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    ).start()
     return server, hits
 
 

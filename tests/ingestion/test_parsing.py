@@ -174,6 +174,7 @@ def test_pdf_garbage_text_layer_falls_back_to_ocr(tmp_path):
 
 
 @needs_ocr
+@pytest.mark.slow
 def test_scanned_pdf_is_ocrd():
     doc = parse("scanned-maint-guide.zh-cn.pdf")
     assert doc.page_count == 2
@@ -237,6 +238,7 @@ def test_empty_file(tmp_path):
 
 
 @needs_ocr
+@pytest.mark.slow
 def test_png_is_ocrd():
     doc = parse("scanned-libtasn1-page3.en.png")
     assert doc.page_count == 1
@@ -332,6 +334,7 @@ def test_xls():
     assert len(by_sheet["quakes"].table_rows) == 1000
 
 
+@pytest.mark.slow
 def test_big_xlsx_is_fast(tmp_path):
     import openpyxl
 
@@ -672,7 +675,7 @@ def http_server(monkeypatch):
     monkeypatch.setenv("RAG_ALLOW_LOCAL_URLS", "1")
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

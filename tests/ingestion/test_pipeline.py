@@ -205,7 +205,9 @@ class _Page(BaseHTTPRequestHandler):
 def test_web_page_by_url(celery_worker_process, editor_kb, client, monkeypatch):
     monkeypatch.setenv("RAG_ALLOW_LOCAL_URLS", "1")  # the view's upfront URL check runs here too
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    ).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/backup.html"
         client.post(f"/kb/{editor_kb.pk}/add-url", {"url": url})

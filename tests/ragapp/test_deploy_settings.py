@@ -7,6 +7,8 @@ import secrets
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -38,12 +40,14 @@ def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_production_settings():
     result = _check_deploy(_production_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_deploy_still_warns_when_https_is_turned_off():
     # The variables for a TLS-terminating proxy really reach the settings.
     result = _check_deploy(_production_env(SECURE_SSL_REDIRECT="false", SECURE_HSTS_SECONDS="0"))
@@ -51,6 +55,7 @@ def test_check_deploy_still_warns_when_https_is_turned_off():
     assert "security.W008" in result.stderr and "security.W004" in result.stderr
 
 
+@pytest.mark.slow
 def test_probes_answer_over_plain_http_while_pages_redirect_to_https():
     code = (
         "import django; django.setup()\n"

@@ -122,6 +122,7 @@ def runs(tmp_path):
                     os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_child_that_exits_is_restarted_with_a_log_line(runs):
     # It leaves a process behind, as a killed gunicorn master leaves its workers.
     flaky = [
@@ -197,6 +198,7 @@ def test_signals_stop_it_when_started_with_sigint_ignored(runs, signum):
     assert all(_gone(pid) for pid in pids)
 
 
+@pytest.mark.slow
 def test_make_services_leaves_a_migrated_database(tmp_path):
     var = tmp_path / "var"
     env = {

@@ -34,6 +34,7 @@ def _settings_in_a_fresh_process(**env_overrides) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.slow
 def test_debug_is_off_unless_asked_for_and_static_files_still_served():
     assert _settings_in_a_fresh_process() == "False True"
     assert _settings_in_a_fresh_process(DJANGO_DEBUG="1") == "True True"

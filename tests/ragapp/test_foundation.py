@@ -155,6 +155,7 @@ def test_healthz_ok_with_worker(admin_client, celery_worker_process):
 
 
 @pytest.mark.django_db
+@pytest.mark.slow
 def test_healthz_names_the_failing_part(admin_client, monkeypatch):
     from celery import Celery
 

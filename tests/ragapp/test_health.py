@@ -59,6 +59,7 @@ def test_anonymous_readiness_is_only_a_status(client, pings):
     assert response.json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 def test_anonymous_readiness_failure_hides_the_details(client, broker_down):
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -67,6 +68,7 @@ def test_anonymous_readiness_failure_hides_the_details(client, broker_down):
     assert "detail" not in text and "Error" not in text and "broker" not in text
 
 
+@pytest.mark.slow
 def test_staff_see_each_part_and_why_it_fails(admin_client, broker_down):
     response = admin_client.get("/readyz")
     assert response.status_code == 503

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 from django.conf import settings
 from django.core.cache import cache
 
@@ -22,6 +23,7 @@ def test_the_cache_is_the_embedded_redis_by_default():
     assert default["LOCATION"].startswith("unix://") and default["LOCATION"].endswith("?db=2")
 
 
+@pytest.mark.slow
 def test_two_processes_count_hits_on_one_key_together():
     key = f"test-shared-count:{uuid.uuid4().hex}"
     code = f"from ragapp.ratelimit import count_hit; print(count_hit({key!r}, timeout=60))"

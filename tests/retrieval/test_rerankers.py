@@ -56,7 +56,9 @@ class _RerankHandler(BaseHTTPRequestHandler):
 def rerank_server(request):
     handler = type("H", (_RerankHandler,), {"protocol": request.param, "requests": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield request.param, f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
