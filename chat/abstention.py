@@ -342,10 +342,10 @@ def probability_of(
     values = features(question, head, absent=absent_signals(words, looked_up))
     if not head:
         return 0.0, values, language
-    judge = judge_for(language)
+    key = model_key(language)
+    judge = key.partition("+")[2]
     if judge:
         values["judge"] = judge_score(judge, question, head)
-    key = f"{language}+{judge}" if judge else language
     return model().probability(values, key, reranker), values, language
 
 

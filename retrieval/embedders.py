@@ -223,26 +223,21 @@ class E5Embedder(_LazyModel):
             )
         return model
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+    def _batched(self, encode, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self.model()
         parts = [
-            np.asarray(model.passage(list(texts[i : i + self.batch_size])), dtype=np.float32)
+            np.asarray(encode(list(texts[i : i + self.batch_size])), dtype=np.float32)
             for i in range(0, len(texts), self.batch_size)
         ]
         return _normalise(np.vstack(parts).reshape(-1, self.dimension))
 
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._batched(lambda batch: self.model().passage(batch), texts)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Several queries at once (questions compared with questions)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self.model()
-        parts = [
-            np.asarray(model.query(list(texts[i : i + self.batch_size])), dtype=np.float32)
-            for i in range(0, len(texts), self.batch_size)
-        ]
-        return _normalise(np.vstack(parts).reshape(-1, self.dimension))
+        return self._batched(lambda batch: self.model().query(batch), texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         # One Chinese question is embedded by FAQ matching and again by the abstention

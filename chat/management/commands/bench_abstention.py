@@ -218,9 +218,10 @@ class Command(BaseCommand):
         abstention = final.get("abstention") or {}
         language = detect_query_language(question) or "en"
         judge_ms = None
-        if judge_for(language) and head:  # what the judge adds to a question, timed again
+        judge = judge_for(language)
+        if judge and head:  # what the judge adds to a question, timed again
             t0 = time.perf_counter()
-            judge_score(judge_for(language), question, _head_candidates(head))
+            judge_score(judge, question, _head_candidates(head))
             judge_ms = round((time.perf_counter() - t0) * 1000, 1)
         return {
             "set": name,

@@ -17,6 +17,7 @@ against the old scoped statistics).
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from pathlib import Path
@@ -241,17 +242,13 @@ def run_corpus(
     for label, kb, lang, filters in scopes:
         scope = document_scope(filters=filters)
         chunks = int(kb.name.split()[-1])
+        dense = functools.partial(
+            dense_search, knowledge_bases=[kb], embedder=embedder, k=k, ef_search=ef, scope=scope
+        )
         dense_ms = []
         for i, vector in enumerate([*query_vectors[:3], *query_vectors]):
             t0 = time.perf_counter()
-            dense_search(
-                knowledge_bases=[kb],
-                embedder=embedder,
-                vector=vector,
-                k=k,
-                ef_search=ef,
-                scope=scope,
-            )
+            dense(vector=vector)
             if i >= 3:
                 dense_ms.append((time.perf_counter() - t0) * 1000)
         for kind in ("common", "rare"):
@@ -278,14 +275,7 @@ def run_corpus(
                 vector = query_vectors[(i - 3) % n_queries]
                 t0 = time.perf_counter()
                 lists = {
-                    "dense": dense_search(
-                        knowledge_bases=[kb],
-                        embedder=embedder,
-                        vector=vector,
-                        k=k,
-                        ef_search=ef,
-                        scope=scope,
-                    ),
+                    "dense": dense(vector=vector),
                     "keyword": bounded_keyword_search(
                         knowledge_bases=[kb], query=text, k=k, scope=scope
                     ).hits,
