@@ -106,7 +106,7 @@ def test_make_run_starts_the_ingestion_and_the_training_worker(monkeypatch):
             return 0
 
     monkeypatch.setattr(devservers, "Supervisor", Recorder)
-    monkeypatch.setattr(devservers, "start_services", lambda: [])
+    monkeypatch.setattr(devservers, "start_services", lambda **kwargs: [])
     monkeypatch.setattr(devservers, "_ensure_admin", lambda supervisor: None)
     assert devservers.run("127.0.0.1", 8000) == 0
     queues = sorted(argv[argv.index("-Q") + 1] for argv in started.values() if "worker" in argv)

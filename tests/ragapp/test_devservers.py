@@ -198,37 +198,85 @@ def test_signals_stop_it_when_started_with_sigint_ignored(runs, signum):
     assert all(_gone(pid) for pid in pids)
 
 
-@pytest.mark.slow
-def test_make_services_leaves_a_migrated_database(tmp_path):
-    var = tmp_path / "var"
+def _services_env(var: Path, **extra: str) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "RAG_TEST_DATABASE_NAME"}
     }
-    env["RAG_VAR_DIR"] = str(var)
+    return {**env, "RAG_VAR_DIR": str(var), **extra}
+
+
+def _shell(env: dict, code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+SHOW_BUFFERS = (
+    "from django.db import connection\n"
+    "with connection.cursor() as c:\n"
+    "    c.execute('SHOW shared_buffers'); print(c.fetchone()[0])"
+)
+
+
+@pytest.mark.slow
+def test_make_services_leaves_a_migrated_database_with_memory_sized_for_the_machine(tmp_path):
+    var = tmp_path / "var"
+    env = _services_env(var, RAG_PG_SHARED_BUFFERS="256MB")
     devservers = [sys.executable, "-m", "ragapp.devservers"]
     try:
         start = subprocess.run(
             [*devservers, "start"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
         assert start.returncode == 0, start.stdout + start.stderr
-        count = subprocess.run(
-            [
-                sys.executable,
-                "manage.py",
-                "shell",
-                "-c",
-                "from ragapp.models import User; print(User.objects.count())",
-            ],
+        assert _shell(env, "from ragapp.models import User; print(User.objects.count())") == "0"
+        assert _shell(env, SHOW_BUFFERS) == "256MB"
+        # A size the machine cannot give: the server starts as it was, and says so.
+        subprocess.run([*devservers, "stop"], cwd=ROOT, env=env, timeout=120, check=True)
+        greedy = {**env, "RAG_PG_SHARED_BUFFERS": "4TB"}
+        start = subprocess.run(
+            [*devservers, "start"],
             cwd=ROOT,
-            env=env,
+            env=greedy,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
         )
-        assert count.returncode == 0, count.stderr
-        assert count.stdout.strip().splitlines()[-1] == "0"
+        assert start.returncode == 0, start.stdout + start.stderr
+        if Path("/proc/sys/vm/overcommit_memory").read_text().strip() != "1":
+            assert "did not start with shared_buffers=4TB" in start.stdout
+            assert _shell(env, SHOW_BUFFERS) == "256MB"
+        # Not a size at all: refused before any restart.
+        subprocess.run([*devservers, "stop"], cwd=ROOT, env=env, timeout=120, check=True)
+        start = subprocess.run(
+            [*devservers, "start"],
+            cwd=ROOT,
+            env={**env, "RAG_PG_SHARED_BUFFERS": "lots"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert start.returncode == 0 and "refused" in start.stdout, start.stdout + start.stderr
     finally:
         subprocess.run([*devservers, "stop"], cwd=ROOT, env=env, timeout=120)
         shutil.rmtree(var, ignore_errors=True)
+
+
+def test_shared_buffers_are_a_quarter_of_memory_at_most_8gb_unless_configured():
+    from ragapp.devservers import shared_buffers_for
+
+    gb = 1024**3
+    assert shared_buffers_for(16 * gb) == "4096MB"
+    assert shared_buffers_for(64 * gb) == "8192MB"
+    assert shared_buffers_for(256 * 1024**2) is None  # PostgreSQL's 128MB is as much
+    assert shared_buffers_for(None) is None
+    assert shared_buffers_for(16 * gb, "2GB") == "2GB"
+    assert shared_buffers_for(16 * gb, "default") is None
