@@ -681,6 +681,9 @@ def _claim(
         )
         if task_id and document.task_id and document.task_id != task_id:
             return None  # e.g. the original message redelivered after its worker died
+        if document.review_status != ReviewStatus.APPROVED:
+            # Only approved documents are indexed: recall relies on it (ingestion.scope).
+            return None
         signature = ingest_signature(document.knowledge_base, document)
         if document.status == DocumentStatus.READY and document.ingest_signature == signature:
             return None  # a duplicate delivery of a finished task

@@ -74,7 +74,7 @@ def dense_search(
         doc_filter = "AND c.document_id = ANY(%s)"
         params.append(list(document_ids))
     if scope is not None:
-        scope_sql, scope_params = scope.recall_sql()
+        scope_sql, scope_params = scope.recall_sql(knowledge_base_ids=kb_ids)
         doc_filter += f" {scope_sql}"
         params += scope_params
     params += [literal, k]
@@ -139,12 +139,12 @@ def _tsquery(lexemes: Sequence[str], op: str = "|") -> str:
     return f" {op} ".join("'" + lex.replace("'", "''") + "'" for lex in lexemes)
 
 
-def _scope_filter(document_ids, scope) -> tuple[str, list]:
+def _scope_filter(document_ids, scope, kb_ids: list[int]) -> tuple[str, list]:
     doc_filter, doc_params = "", []
     if document_ids is not None:
         doc_filter, doc_params = "AND c.document_id = ANY(%s)", [list(document_ids)]
     if scope is not None:
-        scope_sql, scope_params = scope.recall_sql()
+        scope_sql, scope_params = scope.recall_sql(knowledge_base_ids=kb_ids)
         doc_filter, doc_params = f"{doc_filter} {scope_sql}", doc_params + scope_params
     return doc_filter, doc_params
 
@@ -308,7 +308,7 @@ def bounded_keyword_search(
         # A small scope is never cut short: no phase can match more chunks than it has (the
         # phases still prune, so this costs at most the exhaustive search).
         budget = max(budget, stats.chunks)
-    doc_filter, doc_params = _scope_filter(document_ids, scope)
+    doc_filter, doc_params = _scope_filter(document_ids, scope, kb_ids)
     # bigint[]: psycopg sends small ids as smallint[], which the (knowledge_base_id,
     # search_vector) GIN index (btree_gin, no cross-type operators) could not search.
     searchable = "c.knowledge_base_id = ANY(%s::bigint[]) AND NOT c.is_parent AND c.enabled"
@@ -453,7 +453,7 @@ def exhaustive_keyword_search(
     if not kb_ids or not lexemes or k <= 0:
         return []
     tsquery = _tsquery(lexemes)
-    doc_filter, doc_params = _scope_filter(document_ids, scope)
+    doc_filter, doc_params = _scope_filter(document_ids, scope, kb_ids)
     where = f"c.knowledge_base_id = ANY(%s) AND NOT c.is_parent AND c.enabled {doc_filter}"
     stats_where, stats_params = (
         (where, [kb_ids, *doc_params])
@@ -519,7 +519,9 @@ def absent_words(*, knowledge_bases: Sequence, query: str, scope=None) -> tuple[
     # A word written apart in the question may be one word in the text ("back up" /
     # "backup", "log in" / "login"): the joined neighbours are looked up too.
     pairs = {f"{a}{b}": (a, b) for a, b in zip(tokens, tokens[1:], strict=False) if a.isascii()}
-    scope_sql, scope_params = scope.recall_sql() if scope is not None else ("", [])
+    scope_sql, scope_params = (
+        scope.recall_sql(knowledge_base_ids=kb_ids) if scope is not None else ("", [])
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

@@ -315,3 +315,23 @@ def test_owner_sets_require_review_and_grants_contributor(team, make_user):
     make_user("otto")
     _client(owner).post(f"/kb/{kb.pk}/members/", {"username": "otto", "role": "contributor"})
     assert Membership.objects.get(knowledge_base=kb, user__username="otto").role == "contributor"
+
+
+def test_ingestion_never_indexes_a_document_that_is_not_approved(team):
+    """Recall leaves review out of its filter because of this (ingestion.scope.recall_sql):
+    even a stray message for a pending or rejected document indexes nothing."""
+    from ingestion.models import Chunk
+    from ingestion.services import document_ingest, documents_ingest_batch
+
+    kb, owner, editor, carl, vera = team
+    _upload(_client(carl), kb, "waiting.txt", b"alpha beta gamma")
+    _upload(_client(carl), kb, "refused.txt", b"delta epsilon")
+    waiting = Document.objects.get(original_name="waiting.txt")
+    refused = Document.objects.get(original_name="refused.txt")
+    Document.objects.filter(pk=refused.pk).update(review_status=ReviewStatus.REJECTED)
+    document_ingest(document_id=waiting.pk)
+    documents_ingest_batch(document_ids=[waiting.pk, refused.pk])
+    assert not Chunk.objects.filter(document__in=[waiting, refused]).exists()
+    waiting.refresh_from_db()
+    assert waiting.review_status == ReviewStatus.PENDING
+    assert waiting.status != DocumentStatus.READY

@@ -75,3 +75,31 @@ def test_scope_says_whether_it_hides_documents(make_user, make_kb):
     # A metadata filter hides nothing the user could not see anyway.
     filtered = document_scope(user=owner, knowledge_bases=[kb], filters={"tags": ["x"]})
     assert not filtered.hides_documents([kb.pk])
+
+
+def test_recall_filters_only_what_can_exclude_an_indexed_chunk(make_user, make_kb):
+    """Review is implied (only approved documents are indexed), visibility only counts where
+    something is hidden from this user, a metadata filter always does; every condition is
+    limited to the searched knowledge bases."""
+    owner, member = make_user("o2"), make_user("m2")
+    kb, other = make_kb(owner, "kb2"), make_kb(owner, "other")
+    Membership.objects.create(knowledge_base=kb, user=member, role=Role.VIEWER)
+    doc = _document(kb, "b.txt", ["alpha"])
+    assert document_scope(user=None).recall_sql(knowledge_base_ids=[kb.pk]) == ("", [])
+    member_scope = document_scope(user=member, knowledge_bases=[kb])
+    assert member_scope.recall_sql(knowledge_base_ids=[kb.pk]) == ("", [])
+    # Without the knowledge bases, visibility cannot be judged and stays.
+    assert "restricted" in member_scope.recall_sql()[0]
+
+    document_set_visibility(document=doc, visible_to=DocumentVisibility())
+    hidden = document_scope(user=member, knowledge_bases=[kb])
+    sql, params = hidden.recall_sql(knowledge_base_ids=[kb.pk, other.pk])
+    assert "restricted" in sql and "review_status" not in sql
+    assert "d.knowledge_base_id = ANY" in sql and params[0] == sorted([kb.pk, other.pk])
+    filtered = document_scope(user=owner, knowledge_bases=[kb], filters={"tags": ["x"]})
+    sql, params = filtered.recall_sql(knowledge_base_ids=[kb.pk])
+    assert "tags" in sql and "restricted" not in sql and ["x"] in params
+    # The member sees nothing of the hidden document; the owner does.
+    assert keyword_search(knowledge_bases=[kb], query="alpha", k=5, scope=hidden) == []
+    owner_scope = document_scope(user=owner, knowledge_bases=[kb])
+    assert len(keyword_search(knowledge_bases=[kb], query="alpha", k=5, scope=owner_scope)) == 1
