@@ -295,3 +295,16 @@ def test_a_filtered_scope_reads_bounded_postings_and_is_exact_when_not_cut(kb, q
     result = bounded_keyword_search(knowledge_bases=[kb], query=query, k=5, scope=even, budget=500)
     assert result.exact
     same(result.hits, exhaustive)
+
+
+def test_the_planner_settings_of_a_keyword_phase_stay_in_it(kb, bounded):
+    """Each phase reads its candidates through the GIN index (index scans off, more
+    work_mem), set LOCAL to its own transaction: later queries plan as usual."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_indexscan")
+        before = cursor.fetchone()[0]
+    result = bounded_keyword_search(knowledge_bases=[kb], query="zebra vacuum", k=10, budget=10)
+    assert result.hits
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_indexscan'), current_setting('work_mem')")
+        assert cursor.fetchone() == (before, "4MB")
