@@ -169,7 +169,6 @@ class Command(BaseCommand):
                 embedder=BENCH_EMBEDDER,
                 dim=DIM,
                 ef=ef,
-                clustered_vectors=clustered_vectors,
                 filter_tag=FILTER_TAG,
                 stderr=self.stderr,
             )
