@@ -245,6 +245,7 @@ def test_fetch_url_is_still_importable_from_parsing():
     assert reexported_fetch_url is fetch_url
 
 
+@pytest.mark.slow  # waits out its deadline: about 1 s
 def test_slow_drip_server_is_cut_off_at_the_deadline(servers, standin_is_public):
     port, _hits = servers(PUBLIC_STANDIN)
     started = time.monotonic()

@@ -355,6 +355,7 @@ def test_big_xlsx_is_fast(tmp_path):
     assert table.table_rows[-1] == "99999 | name 99999 | 24999.75"
 
 
+@pytest.mark.slow  # 100,000 rows: about 2 s
 def test_big_csv_is_fast(tmp_path):
     p = tmp_path / "big.csv"
     with open(p, "w", newline="", encoding="utf-8") as f:
@@ -379,6 +380,7 @@ def test_sheet_row_limit(tmp_path):
     assert any("more than 11 rows" in w for w in doc.warnings)
 
 
+@pytest.mark.slow  # writes and inspects a zip bomb: about 1.5 s
 def test_docx_zip_bomb_is_refused_without_decompressing(tmp_path):
     p = tmp_path / "bomb.docx"
     with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:

@@ -17,6 +17,7 @@ Use pg_dump to back up a database.
 """
 
 
+@pytest.mark.slow  # unstructured and pandoc: about 2 s per format
 @pytest.mark.parametrize("fmt", ["odt", "rtf"])
 def test_odt_and_rtf_through_unstructured(tmp_path, fmt):
     path = tmp_path / f"manual.{fmt}"
