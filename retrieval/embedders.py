@@ -197,6 +197,7 @@ class E5Embedder(_LazyModel):
         threads: int = 1,
         batch_size: int = 32,
         runtime: str = "torch",
+        bf16: bool | None = None,
     ):
         super().__init__()
         if runtime not in ("torch", "engine"):
@@ -206,6 +207,7 @@ class E5Embedder(_LazyModel):
         self.threads = threads
         self.batch_size = batch_size
         self.runtime = runtime
+        self.bf16 = bf16  # torch runtime: None = where the CPU has bf16 products
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
 
@@ -222,7 +224,7 @@ class E5Embedder(_LazyModel):
         if self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
             from retrieval.e5_runtime import E5Model
 
-            model = E5Model(threads=self.threads)
+            model = E5Model(threads=self.threads, bf16=self.bf16)
             self._check_dimension(model.dim)
             return model
         # The engine's OpenMP (its own bundled libgomp) reads OMP_NUM_THREADS once, when the

