@@ -227,12 +227,16 @@ def run_corpus(*, made, n_queries, embedder, dim, ef, filter_tag, k=50, stderr) 
     largest = sized[-1][2]
 
     def near(lang: str, size: int):
-        return min((x for x in sized if x[1] == lang), key=lambda x: abs(x[0] - size))[2]
+        same = [x for x in sized if x[1] == lang]
+        return min(same, key=lambda x: abs(x[0] - size))[2] if same else None
 
-    small_en, small_zh = near("en", 10_000), near("zh", 10_000)
+    # Every fifth knowledge base is Chinese: with fewer than five there is no Chinese scope.
     scopes = [
-        ("small en", small_en, "en", None),
-        ("small zh", small_zh, "zh", None),
+        (f"small {lang}", kb, lang, None)
+        for lang in ("en", "zh")
+        if (kb := near(lang, 10_000)) is not None
+    ]
+    scopes += [
         ("large", largest, "en", None),
         ("large + tag", largest, "en", {"tags": [filter_tag]}),
     ]
