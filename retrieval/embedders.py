@@ -342,6 +342,7 @@ def approximate_token_count(text: str) -> int:
 
 
 @functools.cache
+@functools.cache  # the CPU does not change; bf16 is asked on every encode call
 def _cpu_has(flag: str) -> bool:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:

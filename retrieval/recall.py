@@ -6,8 +6,9 @@ never ids from a request.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,27 @@ def _searchable_chunks(kb_ids: list[int]) -> int:
             [kb_ids],
         )
         return int(cursor.fetchone()[0])
+
+
+@contextlib.contextmanager
+def _statement_settings(cursor, values: Mapping[str, str]):
+    """Settings for the statements inside the block (in a transaction.atomic), put back after
+    them. set_config(..., true) is SET LOCAL, which lasts until the outermost transaction
+    ends: inside a caller's transaction (a savepoint does not end it) it would reach every
+    later query. A failed statement rolls its savepoint back, settings included."""
+    names = list(values)
+    reads = ", ".join(["current_setting(%s, true)"] * len(names))
+    writes = ", ".join(["set_config(%s, %s, true)"] * len(names))
+    cursor.execute(
+        f"SELECT {reads}, {writes}", [*names, *(x for n in names for x in (n, values[n]))]
+    )
+    previous = cursor.fetchone()[: len(names)]
+    yield
+    for name, value in zip(names, previous, strict=True):
+        if value is None:  # not defined before: an extension's, loaded by the statement
+            cursor.execute(f"SET LOCAL {name} TO DEFAULT")
+        else:
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 def _vector_literal(vector: np.ndarray) -> str:
@@ -104,13 +126,13 @@ def dense_search(
             LIMIT %s
         """
         params = [*params[:-2], k]  # the distance once, in the subquery
+    # Relaxed iterative scans keep returning rows when the knowledge-base filter discards
+    # most of the index's neighbours.
+    hnsw = {"hnsw.ef_search": str(max(ef_search, k)), "hnsw.iterative_scan": "relaxed_order"}
     with transaction.atomic(), connection.cursor() as cursor:
-        # SET LOCAL keeps these to this transaction; relaxed iterative scans keep returning
-        # rows when the knowledge-base filter discards most of the index's neighbours.
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(ef_search, k))])
-        cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        with _statement_settings(cursor, hnsw):
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
     hits = [Hit(chunk_id, 1.0 - float(distance)) for chunk_id, distance in rows]
     # relaxed_order may return slightly out-of-order rows; the caller wants them sorted.
     hits.sort(key=lambda h: -h.score)
@@ -369,25 +391,15 @@ def bounded_keyword_search(
             [t.lexeme for t in terms],
             k,
         ]
+        # Candidates come from the GIN index. Given the LIMIT, the planner may prefer walking
+        # the knowledge base's btree and testing every chunk for the lexemes: for a common
+        # word in 500k chunks it tested 270k rows to find 32k (224 ms; 60 ms through the
+        # GIN). And the read candidates stay in memory, not a temp file.
+        planner = {"enable_indexscan": "off", "work_mem": KEYWORD_WORK_MEM}
         with transaction.atomic(), connection.cursor() as cursor:
-            # Candidates come from the GIN index. Given the LIMIT, the planner may prefer
-            # walking the knowledge base's btree and testing every chunk for the lexemes: for
-            # a common word in 500k chunks it tested 270k rows to find 32k (224 ms; 60 ms
-            # through the GIN). And the read candidates stay in memory, not a temp file.
-            # SET LOCAL lasts until the outermost transaction ends (a savepoint does not end
-            # it), so the previous values are put back at once.
-            cursor.execute(
-                "SELECT current_setting('enable_indexscan'), current_setting('work_mem'), "
-                "set_config('enable_indexscan', 'off', true), set_config('work_mem', %s, true)",
-                [KEYWORD_WORK_MEM],
-            )
-            indexscan, work_mem, *_ = cursor.fetchone()
-            cursor.execute(sql, params)
-            (_, read, passed), *rows = cursor.fetchall()
-            cursor.execute(
-                "SELECT set_config('enable_indexscan', %s, true), set_config('work_mem', %s, true)",
-                [indexscan, work_mem],
-            )
+            with _statement_settings(cursor, planner):
+                cursor.execute(sql, params)
+                (_, read, passed), *rows = cursor.fetchall()
         complete = int(read) <= visits and int(passed) <= limit
         return [Hit(cid, float(sc)) for cid, sc, _ in rows], complete, min(int(passed), limit)
 

@@ -46,6 +46,9 @@ def test_nearest_neighbours_in_order_through_hnsw(doc):
     query /= np.linalg.norm(query)
 
     hits = dense_search(knowledge_bases=[kb], embedder="minilm", vector=query, k=10, ef_search=200)
+    with connection.cursor() as cursor:  # its HNSW settings stayed in its own statement
+        cursor.execute("SELECT current_setting('hnsw.ef_search')")
+        assert cursor.fetchone()[0] == "40"
 
     ordinals = dict(Chunk.objects.filter(knowledge_base=kb).values_list("id", "ordinal"))
     exact = list(np.argsort(-(vectors @ query))[:10])

@@ -297,9 +297,8 @@ class Command(BaseCommand):
             f"{r['wall_seconds']}s: {r['documents_per_minute']} documents/min, "
             f"{r['pipeline_chunks_per_s']} chunks/s\nembedders alone, one process, median of "
             f"{EMBED_PASSES}, under the same page load: {r['embedder_chunks_per_s']} chunks/s, "
-            f"ratio {r['ratio']}; without it (one pass): {r['embedder_unloaded_chunks_per_s']} "
-            "chunks/s, "
-            f"ratio {r['ratio_to_unloaded']}"
+            f"ratio {r['ratio']}; without it (one pass): "
+            f"{r['embedder_unloaded_chunks_per_s']} chunks/s, ratio {r['ratio_to_unloaded']}"
         )
         self.stdout.write(
             f"{'during the batch':<18} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
