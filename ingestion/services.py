@@ -30,7 +30,7 @@ from django.conf import settings
 from django.contrib.postgres.search import SearchVector
 from django.core.files.base import File
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
 from django.db.models.functions import Now
 from django.utils.translation import gettext as _
 
@@ -558,20 +558,22 @@ class _Progress:
     """Writes progress (and a heartbeat) to the row at most every half second (no save(): no
     clobbering), and only while this run still holds the claim."""
 
-    def __init__(self, document_id: int, claim: str) -> None:
-        self.document_id = document_id
+    def __init__(self, document_ids: int | list[int], claim: str) -> None:
+        self.document_ids = [document_ids] if isinstance(document_ids, int) else document_ids
         self.claim = claim
-        self.last = 0.0
+        # The claim has just written progress: a small document's whole run then costs no
+        # progress writes but its status changes.
+        self.last = time.monotonic()
 
-    def set(self, percent: float, *, status: str | None = None, force: bool = False) -> None:
+    def set(self, percent: float, *, status: str | None = None) -> None:
         now = time.monotonic()
-        if not force and status is None and now - self.last < 0.5:
+        if status is None and now - self.last < 0.5:
             return
         self.last = now
         fields: dict = {"progress": max(0, min(100, int(percent))), "heartbeat_at": Now()}
         if status:
             fields["status"] = status
-        Document.objects.filter(pk=self.document_id, task_id=self.claim).update(**fields)
+        Document.objects.filter(pk__in=self.document_ids, task_id=self.claim).update(**fields)
 
 
 class _Heartbeat:
@@ -602,7 +604,9 @@ class _Heartbeat:
             while not self.stopped.wait(settings.RAG_INGEST_HEARTBEAT_SECONDS):
                 try:
                     Document.objects.filter(
-                        pk__in=self.document_ids, task_id=self.claim, status__in=ACTIVE_STATUSES
+                        pk__in=list(self.document_ids),  # the run may add companions
+                        task_id=self.claim,
+                        status__in=ACTIVE_STATUSES,
                     ).update(heartbeat_at=Now())
                 except DatabaseError:
                     # One missed beat is harmless (STALE spans several); keep trying.
@@ -692,12 +696,12 @@ def _claim(
         if document.status in ACTIVE_STATUSES and beating.exists():
             return None  # a second delivery while the first run is still going
         claim = task_id or claim or f"local-{uuid.uuid4()}"
-        document.status = DocumentStatus.PARSING
-        document.progress = 1
-        document.error = ""
-        document.task_id = claim
-        document.save(update_fields=["status", "progress", "error", "task_id", "updated_at"])
-        Document.objects.filter(pk=document_id).update(heartbeat_at=Now())
+        fields = {"status": DocumentStatus.PARSING, "progress": 1, "error": "", "task_id": claim}
+        Document.objects.filter(pk=document_id).update(
+            **fields, updated_at=Now(), heartbeat_at=Now()
+        )
+        for name, value in fields.items():
+            setattr(document, name, value)
     return _Work(document, signature, _Progress(document_id, claim), claim)
 
 
@@ -747,7 +751,7 @@ def _parse_and_chunk(work: _Work) -> None:
     work.timings["chunk"] = time.perf_counter() - t0
     if not any(not d.is_parent for d in work.drafts):
         raise ParseError("no text could be extracted from this file")
-    work.progress.set(48, force=True)
+    work.progress.set(48)
 
 
 def document_parsed(*, document_id: int, page_count: int | None, claim: str) -> None:
@@ -784,7 +788,14 @@ def _guard(document_id: int, step, *, claim: str) -> bool:
     from ingestion.parsing import ParseError, TransientParseError
 
     try:
-        step()
+        try:
+            step()
+        except DatabaseError as exc:
+            if _momentary(exc):
+                raise TransientIngestError(
+                    f"database busy ({exc.__cause__.__class__.__name__})"
+                ) from exc
+            raise
         return True
     except ClaimLost:
         logger.warning("document %s was taken over by another run; this one stops", document_id)
@@ -811,29 +822,187 @@ def _guard(document_id: int, step, *, claim: str) -> bool:
     return False
 
 
+def _momentary(exc: DatabaseError) -> bool:
+    """A deadlock or serialization failure: the same work succeeds when run again (the
+    transaction was rolled back whole), unlike e.g. a text too long for a tsvector."""
+    from psycopg import errors
+
+    return isinstance(exc.__cause__, (errors.DeadlockDetected, errors.SerializationFailure))
+
+
 def _status_of(document_id: int) -> str:
     return Document.objects.filter(pk=document_id).values_list("status", flat=True).first() or ""
 
 
-def document_ingest(*, document_id: int, task_id: str | None = None) -> str:
+def document_ingest(*, document_id: int, task_id: str | None = None, batch: int = 1) -> str:
     """Parse, chunk, embed and store one document; `task_id` is the Celery task's, checked
-    against the document's claim. Returns the document's status afterwards."""
+    against the document's claim. With `batch` > 1 (the worker passes
+    RAG_INGEST_BATCH_DOCUMENTS) a small document takes up to `batch` - 1 queued small files
+    of its knowledge base along and embeds them together (_gather_companions). Returns the
+    document's status afterwards."""
     work = _claim(document_id, task_id=task_id)
     if work is None:
         return _status_of(document_id)
-    kb = work.document.knowledge_base
-
-    def run() -> None:
-        _parse_and_chunk(work)
-        work.progress.set(50, status=DocumentStatus.EMBEDDING)
-        t0 = time.perf_counter()
-        vectors = embed_drafts(kb, work.drafts, progress=lambda f: work.progress.set(50 + 45 * f))
-        work.timings["embed"] = time.perf_counter() - t0
-        _store(work, vectors)
-
-    with _Heartbeat(work.claim, [document_id]):
-        ok = _guard(document_id, run, claim=work.claim)
+    claimed = [document_id]  # the heartbeat keeps every document of the run alive
+    with _Heartbeat(work.claim, claimed):
+        if not _guard(document_id, lambda: _parse_and_chunk(work), claim=work.claim):
+            return _status_of(document_id)
+        group = [work]
+        if batch > 1 and _children(work) < EMBED_BATCH:
+            group += _gather_companions(work, batch=batch, claimed=claimed)
+        if len(group) > 1:
+            ok = _embed_and_store_group(group)
+        else:
+            ok = _guard(document_id, lambda: _embed_and_store(work), claim=work.claim)
     return DocumentStatus.READY if ok else _status_of(document_id)
+
+
+def _children(work: _Work) -> int:
+    return sum(1 for d in work.drafts if not d.is_parent)
+
+
+def _embed_and_store(work: _Work) -> None:
+    kb = work.document.knowledge_base
+    work.progress.set(50, status=DocumentStatus.EMBEDDING)
+    t0 = time.perf_counter()
+    vectors = embed_drafts(kb, work.drafts, progress=lambda f: work.progress.set(50 + 45 * f))
+    work.timings["embed"] = time.perf_counter() - t0
+    _store(work, vectors)
+
+
+def _claim_companions(primary: _Work, *, limit: int) -> list[_Work]:
+    """Take up to `limit` queued small files of the primary's knowledge base for its run,
+    oldest first, skipping rows another worker holds. Their own queue messages are then
+    superseded (_claim: the task id differs) and end as no-ops. URL documents (a fetch can
+    fail for a while) and documents interrupted before are left to run alone."""
+    kb = primary.document.knowledge_base
+    with transaction.atomic():
+        documents = list(
+            Document.objects.select_for_update(skip_locked=True)
+            .filter(
+                knowledge_base_id=kb.pk,
+                status=DocumentStatus.QUEUED,
+                review_status=ReviewStatus.APPROVED,
+                source_url="",
+                interruptions=0,
+                size__lte=settings.RAG_INGEST_BATCH_MAX_BYTES,
+            )
+            .exclude(file="")
+            .order_by("updated_at", "pk")[:limit]
+        )
+        if not documents:
+            return []
+        Document.objects.filter(pk__in=[d.pk for d in documents]).update(
+            status=DocumentStatus.PARSING,
+            progress=1,
+            error="",
+            task_id=primary.claim,
+            heartbeat_at=Now(),
+            updated_at=Now(),
+        )
+    works = []
+    for document in documents:
+        document.knowledge_base = kb
+        document.status, document.task_id = DocumentStatus.PARSING, primary.claim
+        signature = ingest_signature(kb, document)
+        progress = _Progress(document.pk, primary.claim)
+        works.append(_Work(document, signature, progress, primary.claim))
+    return works
+
+
+def _gather_companions(primary: _Work, *, batch: int, claimed: list[int]) -> list[_Work]:
+    """Claim and parse queued small files of the same knowledge base until the group's
+    chunks fill one embedding batch or the group has `batch` documents. A companion that
+    fails to parse fails alone (its message is on its row); one that fails for a while
+    goes back to the queue alone."""
+    companions: list[_Work] = []
+    children = _children(primary)
+    while len(companions) + 1 < batch and children < EMBED_BATCH:
+        per_document = max(1.0, children / (len(companions) + 1))
+        wanted = min(batch - 1 - len(companions), -int(-(EMBED_BATCH - children) // per_document))
+        taken = _claim_companions(primary, limit=max(1, wanted))
+        if not taken:
+            break
+        for companion in taken:
+            claimed.append(companion.document.pk)
+            if _companion_step(companion, lambda c=companion: _parse_and_chunk(c)):
+                companions.append(companion)
+                children += _children(companion)
+    return companions
+
+
+def _companion_step(work: _Work, step) -> bool:
+    """_guard for a companion: a transient failure must not fail the primary's task (whose
+    retry would not cover the companion), so the companion is queued again on its own."""
+    try:
+        return _guard(work.document.pk, step, claim=work.claim)
+    except Exception:  # noqa: BLE001 - _guard re-raises transient failures only
+        _requeue_alone(work)
+        return False
+
+
+def _requeue_alone(work: _Work) -> None:
+    """Give a companion back to the queue under a new task id, counted as an interruption:
+    it will not travel in a group again, and a file that keeps failing still ends failed
+    (RAG_INGEST_MAX_ATTEMPTS)."""
+    task_id = str(uuid.uuid4())
+    updated = Document.objects.filter(pk=work.document.pk, task_id=work.claim).update(
+        status=DocumentStatus.QUEUED,
+        progress=0,
+        task_id=task_id,
+        heartbeat_at=None,
+        updated_at=Now(),
+        interruptions=F("interruptions") + 1,
+    )
+    if updated:
+        _send_on_commit(work.document.pk, task_id)
+
+
+def _embed_and_store_group(group: list[_Work]) -> bool:
+    """Embed the group's chunks in shared batches, then store each document in its own
+    transaction, the primary (group[0], whose task reports the outcome) last. True when the
+    primary is ready."""
+    primary, companions = group[0], group[1:]
+    kb, claim = primary.document.knowledge_base, primary.claim
+    progress = _Progress([w.document.pk for w in group], claim)
+    progress.set(50, status=DocumentStatus.EMBEDDING)
+    t0 = time.perf_counter()
+    try:
+        # Whole batches: a group of small files is a few seconds of work, and batches of
+        # 8 (embed_drafts' default for this size, for progress) gave away half the gain.
+        vectors = embed_drafts(
+            kb,
+            [d for w in group for d in w.drafts],
+            progress=lambda f: progress.set(50 + 45 * f),
+            batch=EMBED_BATCH,
+        )
+    except Exception:  # noqa: BLE001 - which file caused it is unknown: each runs alone
+        logger.warning("embedding a group of %s documents failed", len(group), exc_info=True)
+        for companion in companions:
+            _requeue_alone(companion)
+        return _guard(primary.document.pk, lambda: _embed_and_store(primary), claim=claim)
+    parts = _split_vectors(group, vectors, time.perf_counter() - t0)
+    for companion in companions:
+        _companion_step(companion, lambda c=companion: _store(c, parts[c.document.pk]))
+    mine = parts[primary.document.pk]
+    return _guard(primary.document.pk, lambda: _store(primary, mine), claim=claim)
+
+
+def _split_vectors(
+    group: list[_Work], vectors: dict[str, np.ndarray], elapsed: float
+) -> dict[int, dict[str, np.ndarray]]:
+    """Each document's rows of the group's vectors (in the order its drafts were given), and
+    its share of the embedding time in its timings."""
+    total = sum(_children(w) for w in group) or 1
+    parts, offset = {}, 0
+    for work in group:
+        n = _children(work)
+        work.timings["embed"] = elapsed * n / total
+        parts[work.document.pk] = {
+            name: matrix[offset : offset + n] for name, matrix in vectors.items()
+        }
+        offset += n
+    return parts
 
 
 def documents_ingest_batch(*, document_ids: list[int], progress=None) -> dict[int, str]:
@@ -870,18 +1039,13 @@ def _ingest_batch(
         kb = group[0].document.knowledge_base
         t0 = time.perf_counter()
         vectors = embed_drafts(kb, [d for w in group for d in w.drafts])
-        elapsed = time.perf_counter() - t0
-        total = sum(1 for w in group for d in w.drafts if not d.is_parent) or 1
-        offset = 0
+        parts = _split_vectors(group, vectors, time.perf_counter() - t0)
         for work in group:
-            n = sum(1 for d in work.drafts if not d.is_parent)
-            work.timings["embed"] = elapsed * n / total
-            part = {name: matrix[offset : offset + n] for name, matrix in vectors.items()}
-            offset += n
-            ok = _guard(work.document.pk, lambda w=work, p=part: _store(w, p), claim=claim)
-            results[work.document.pk] = DocumentStatus.READY if ok else _status_of(work.document.pk)
+            pk = work.document.pk
+            ok = _guard(pk, lambda w=work, p=parts[pk]: _store(w, p), claim=claim)
+            results[pk] = DocumentStatus.READY if ok else _status_of(pk)
             if progress:
-                progress("store", work.document.pk)
+                progress("store", pk)
     return results
 
 
@@ -898,14 +1062,20 @@ EMBED_PROGRESS_STEPS = 10
 
 
 def embed_drafts(
-    kb: KnowledgeBase, drafts: list[ChunkDraft], *, progress: Callable[[float], None] | None = None
+    kb: KnowledgeBase,
+    drafts: list[ChunkDraft],
+    *,
+    progress: Callable[[float], None] | None = None,
+    batch: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Vectors of the child chunks (parents are context, not searched), per embedder."""
     texts = [d.embed_text for d in drafts if not d.is_parent]
     out: dict[str, np.ndarray] = {}
-    # At most EMBED_BATCH texts per call, and at least ~EMBED_PROGRESS_STEPS calls, so that
-    # progress moves for a small document too (batches under 8 only add per-call overhead).
-    batch = max(8, min(EMBED_BATCH, -(-len(texts) // EMBED_PROGRESS_STEPS)))
+    # By default at most EMBED_BATCH texts per call, and at least ~EMBED_PROGRESS_STEPS
+    # calls, so that progress moves for a small document too (batches under 8 only add
+    # per-call overhead).
+    if batch is None:
+        batch = max(8, min(EMBED_BATCH, -(-len(texts) // EMBED_PROGRESS_STEPS)))
     total = max(len(texts) * len(kb.embedders), 1)
     done = 0
     for name in kb.embedders:
@@ -944,6 +1114,7 @@ def store_chunks(
         Chunk.objects.filter(document_id=document_id).delete()
         rows: list[Chunk] = []
         for ordinal, draft in enumerate(drafts):
+            search_text = "" if draft.is_parent else segment(draft.embed_text)
             rows.append(
                 Chunk(
                     document_id=document_id,
@@ -959,19 +1130,27 @@ def store_chunks(
                     kind=draft.kind,
                     language=language,
                     is_parent=draft.is_parent,
-                    search_text="" if draft.is_parent else segment(draft.embed_text),
+                    search_text=search_text,
+                    search_length=len(search_text.split()),
+                    # Written with the row: a second UPDATE for it rewrote every chunk row
+                    # (and its index entries) once more.
+                    search_vector=None
+                    if draft.is_parent
+                    else SearchVector(Value(search_text), config=TS_CONFIG),
                 )
             )
-        for row in rows:
-            row.search_length = len(row.search_text.split())
-        Chunk.objects.bulk_create(rows, batch_size=500)
-        # Parent links need the parents' ids, which bulk_create has now filled in.
-        linked = []
-        for row, draft in zip(rows, drafts, strict=True):
-            if draft.parent_index is not None:
-                row.parent_id = rows[draft.parent_index].pk
-                linked.append(row)
-        Chunk.objects.bulk_update(linked, ["parent"], batch_size=500)
+        # Parents first, so that each child is inserted with its parent's id (linking them
+        # afterwards was one more UPDATE of every child row).
+        pending = list(zip(rows, drafts, strict=True))
+        while pending:
+            wave = [(r, d) for r, d in pending if d.parent_index is None or rows[d.parent_index].pk]
+            if not wave:
+                raise ValueError("chunk drafts whose parents never come")
+            for row, draft in wave:
+                if draft.parent_index is not None:
+                    row.parent_id = rows[draft.parent_index].pk
+            Chunk.objects.bulk_create([r for r, _ in wave], batch_size=500)
+            pending = [(r, d) for r, d in pending if r.pk is None]
         children = [row for row, draft in zip(rows, drafts, strict=True) if not draft.is_parent]
         embeddings = [
             ChunkEmbedding(chunk=row, knowledge_base_id=kb_id, embedder=name, embedding=vec)
@@ -979,9 +1158,6 @@ def store_chunks(
             for row, vec in zip(children, matrix, strict=True)
         ]
         ChunkEmbedding.objects.bulk_create(embeddings, batch_size=500)
-        Chunk.objects.filter(document_id=document_id, is_parent=False).update(
-            search_vector=SearchVector("search_text", config=TS_CONFIG)
-        )
         timings["store"] = time.perf_counter() - t_store
         document.status = DocumentStatus.READY
         document.progress = 100

@@ -56,7 +56,11 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT + 120,
 )
 def ingest_document(self, document_id: int) -> str:
-    status = document_ingest(document_id=document_id, task_id=self.request.id)
+    status = document_ingest(
+        document_id=document_id,
+        task_id=self.request.id,
+        batch=settings.RAG_INGEST_BATCH_DOCUMENTS,
+    )
     if status == "ready":  # the knowledge base's regression suite runs (debounced)
         from curation.cases import regression_after_ingest
 
