@@ -101,7 +101,8 @@ def kept(kb) -> tuple[tuple[int, int], dict[str, int]]:
         )
         totals = tuple(int(x) for x in cursor.fetchone())
         cursor.execute(
-            "SELECT lexeme, df FROM retrieval_lexemestats WHERE knowledge_base_id = %s AND df > 0",
+            # Every row, zeros included: a word no chunk has any more must not stay behind.
+            "SELECT lexeme, df FROM retrieval_lexemestats WHERE knowledge_base_id = %s",
             [kb.pk],
         )
         return totals, dict(cursor.fetchall())
@@ -270,14 +271,14 @@ def test_statistics_follow_ingest_chunk_edits_and_document_delete(make_user, mak
     document_delete(document=guide)
     assert kept(kb) == recount(kb)
     kb_id = kb.pk
-    kb.delete()  # no foreign key to trip over; the counts go to zero with the chunks
+    kb.delete()  # no foreign key to trip over; the rows go with the chunks
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(sum(chunks), 0) FROM retrieval_keywordstats "
-            "WHERE knowledge_base_id = %s",
-            [kb_id],
+            "SELECT (SELECT count(*) FROM retrieval_keywordstats WHERE knowledge_base_id = %s), "
+            "(SELECT count(*) FROM retrieval_lexemestats WHERE knowledge_base_id = %s)",
+            [kb_id, kb_id],
         )
-        assert cursor.fetchone()[0] == 0
+        assert cursor.fetchone() == (0, 0)
 
 
 @pytest.mark.parametrize("query", QUERIES)

@@ -7,7 +7,10 @@ base then deadlocked: one held lexemes and waited for the totals row, the other 
 totals row (from an earlier statement of its transaction) and waited for a lexeme. This
 happened twice in a 1,000-file batch (manage.py bench_batch). The two upserts are now two
 statements, totals first: every writer of a knowledge base's chunks queues on that one row
-before it touches a lexeme, so the lexeme locks can no longer form a cycle."""
+before it touches a lexeme, so the lexeme locks can no longer form a cycle.
+
+Deletes and updates also remove the rows they bring to zero: a deleted knowledge base or
+document left its words counted at df 0 for ever, so the table only grew."""
 
 from importlib import import_module
 
@@ -34,15 +37,45 @@ BEGIN
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (knowledge_base_id, lexeme) DO UPDATE
     SET df = s.df + excluded.df, max_tf = greatest(s.max_tf, excluded.max_tf);
+{cleanup}
     RETURN NULL;
 END
 $fn$;
 """
+# For deletes and updates: what fell to zero goes (an insert never lowers a count).
+CLEANUP = """
+    DELETE FROM retrieval_lexemestats s
+    USING (SELECT DISTINCT d.knowledge_base_id, u.lexeme
+           FROM ({delta}) d CROSS JOIN LATERAL unnest(d.search_vector) u WHERE d.sign < 0) z
+    WHERE s.knowledge_base_id = z.knowledge_base_id AND s.lexeme = z.lexeme AND s.df <= 0;
+    DELETE FROM retrieval_keywordstats s
+    USING (SELECT DISTINCT d.knowledge_base_id FROM ({delta}) d WHERE d.sign < 0) z
+    WHERE s.knowledge_base_id = z.knowledge_base_id AND s.chunks <= 0;
+"""
+ZEROS = (
+    "DELETE FROM retrieval_lexemestats WHERE df <= 0;"
+    "DELETE FROM retrieval_keywordstats WHERE chunks <= 0;"
+)
 
 
 def functions(template: str) -> str:
     return "".join(
-        template.format(op=op, delta=delta)
+        template.format(
+            op=op,
+            delta=delta,
+            cleanup="" if op == "insert" else CLEANUP.format(delta=delta),
+        )
+        for op, delta in (
+            ("insert", before.INSERTED),
+            ("update", before.UPDATED),
+            ("delete", before.DELETED),
+        )
+    )
+
+
+def previous_functions() -> str:
+    return "".join(
+        before.APPLY.format(op=op, delta=delta)
         for op, delta in (
             ("insert", before.INSERTED),
             ("update", before.UPDATED),
@@ -54,4 +87,4 @@ def functions(template: str) -> str:
 class Migration(migrations.Migration):
     dependencies = [("retrieval", "0002_keyword_statistics")]
 
-    operations = [migrations.RunSQL(functions(APPLY), functions(before.APPLY))]
+    operations = [migrations.RunSQL(functions(APPLY) + ZEROS, previous_functions())]
