@@ -13,7 +13,13 @@ from ingestion.models import (
     Membership,
     QAPair,
 )
-from ingestion.services import document_enqueue, reingest_refusal
+from ingestion.services import (
+    delete_refusal,
+    document_delete,
+    document_enqueue,
+    documents_delete,
+    reingest_refusal,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -102,6 +108,34 @@ class DocumentAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["reingest"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def has_delete_permission(self, request, obj=None):
+        # The FAQ document goes with its entries (FAQ page): its delete button is not shown.
+        if obj is not None and delete_refusal(document=obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # The bulk action skips the FAQ document (delete_queryset) instead of refusing the
+        # whole selection for it: the confirmation lists what will really go.
+        if hasattr(objs, "exclude"):
+            objs = objs.exclude(pk__in=[o.pk for o in objs if delete_refusal(document=o)])
+        return super().get_deleted_objects(objs, request)
+
+    def delete_model(self, request, obj):
+        document_delete(document=obj)  # the stored file too
+
+    def delete_queryset(self, request, queryset):
+        """The bulk action: the FAQ document is skipped with its reason, the rest deleted
+        with their files."""
+        deletable = []
+        for document in queryset:
+            refusal = delete_refusal(document=document)
+            if refusal:
+                messages.warning(request, f"{document.original_name}: {refusal}")
+            else:
+                deletable.append(document)
+        documents_delete(documents=deletable)
 
     @admin.action(description=_("Re-ingest the selected documents"))
     def reingest(self, request, queryset):

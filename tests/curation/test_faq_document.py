@@ -102,6 +102,34 @@ def test_admin_reingest_skips_the_faq_document(alice, kb, faq_doc):
     assert any("1 document(s) queued." in t for t in texts)
 
 
+def test_admin_delete_keeps_the_faq_document(
+    admin_client, kb, faq_doc, django_capture_on_commit_callbacks
+):
+    other = Document.objects.create(knowledge_base=kb, original_name="x.txt", content_hash="x")
+    # Its own delete page is refused (no delete button on its change page either).
+    assert (
+        admin_client.get(reverse("admin:ingestion_document_delete", args=[faq_doc.pk])).status_code
+        == 403
+    )
+    # The bulk action deletes the rest and says why the FAQ document stayed.
+    changelist = reverse("admin:ingestion_document_changelist")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            changelist,
+            {
+                "action": "delete_selected",
+                "_selected_action": [faq_doc.pk, other.pk],
+                "post": "yes",
+            },
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert not Document.objects.filter(pk=other.pk).exists()
+    _unchanged(faq_doc)
+    assert FaqEntry.objects.filter(knowledge_base=kb).count() == 2
+    assert any("FAQ page" in str(m) for m in response.context["messages"])
+
+
 def test_document_list_shows_the_faq_entries_linked_to_the_faq_page(
     client, alice, kb, faq_doc, make_user
 ):
