@@ -335,8 +335,8 @@ def faq_match(*, knowledge_bases: Sequence[KnowledgeBase], question: str) -> Faq
         Q(chunk__isnull=True) | Q(chunk__enabled=True)
     )
     # Plain rows of what the match reads before comparing vectors; the vectors stay in the
-    # database, which compares them. Loading every entry with its JSON vector took 3.3 s
-    # per question at 10,000 entries; this takes 0.14 s (p50, 2 cores).
+    # database, which compares them. Loading every entry with its JSON vector took 2.4 s
+    # per question at 10,000 entries, this 0.08 s (manage.py bench_faq_scale, p50).
     has_vector = ExpressionWrapper(Q(vector__isnull=False), output_field=BooleanField())
     entries = [
         _Entry(*row)
