@@ -80,14 +80,24 @@ class Message(models.Model):
 
 class Feedback(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # None for a visitor of a share link without an account (then `visitor` names them,
+    # as on their conversation).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True
+    )
+    visitor = models.CharField(max_length=64, blank=True)
     rating = models.SmallIntegerField(choices=[(1, "👍"), (-1, "👎")])
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["message", "user"], name="one_feedback_per_user")
+            models.UniqueConstraint(fields=["message", "user"], name="one_feedback_per_user"),
+            models.UniqueConstraint(
+                fields=["message", "visitor"],
+                condition=models.Q(user__isnull=True),
+                name="one_feedback_per_visitor",
+            ),
         ]
 
     def __str__(self) -> str:

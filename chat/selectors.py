@@ -86,6 +86,8 @@ def feedback_for_training(*, knowledge_base) -> list[tuple[str, list[str], list[
 
     rows = list(
         Feedback.objects.filter(message__conversation__knowledge_bases=knowledge_base)
+        # Accounts only: share-link visitors are the public (curation.sharing.share_feedback).
+        .filter(user__isnull=False)
         .select_related("message")
         .order_by("pk")
     )

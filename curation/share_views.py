@@ -36,6 +36,7 @@ from curation.sharing import (
     new_visitor_id,
     share_ask,
     share_conversation_get,
+    share_feedback,
     share_link_create,
     share_link_get_active,
     share_link_manageable,
@@ -163,6 +164,7 @@ def _chat_page(request, link, *, embedded: bool) -> HttpResponse:
             "visitor_token": visitor_token(share_link=link, visitor_id=visitor),
             "page_url": reverse("share_page", args=[link.token]),
             "ask_url": reverse("share_ask", args=[link.token]),
+            "feedback_url": reverse("share_feedback", args=[link.token]),
         },
     )
     if fresh:
@@ -255,20 +257,9 @@ def share_ask_view(request, token: str):
     token and the Origin check stand in for it. A login-required link asks as the account,
     so the usual CSRF check applies."""
     link = share_link_get_active(token=token)
-    if link.login_required:
-        if not request.user.is_authenticated:
-            return _error(_("Please log in to ask questions here."), 401)
-        rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
-        if rejected is not None:
-            return rejected
-        user = request.user
-    else:
-        if not _same_origin(request):
-            return _error("cross-origin request refused", 403)
-        user = AnonymousUser()
-    visitor_id = visitor_from_token(share_link=link, token=request.POST.get("visitor", ""))
-    if visitor_id is None:
-        return _error(_("This page has expired. Please reload it."), 400)
+    visitor = _visitor_of(request, link)
+    if isinstance(visitor, HttpResponse):
+        return visitor
     question = (request.POST.get("question") or "").strip()
     if not question:
         return HttpResponseBadRequest("question is required")
@@ -276,7 +267,6 @@ def share_ask_view(request, token: str):
         return HttpResponseBadRequest("question is too long (4000 characters at most)")
     if text_problem(question):
         return HttpResponseBadRequest(f"question {text_problem(question)}")
-    visitor = Visitor(id=visitor_id, user=user, ip=client_ip(request))
     conversation = None
     if request.POST.get("conversation"):
         conversation = share_conversation_get(
@@ -293,6 +283,44 @@ def share_ask_view(request, token: str):
     )
 
 
+def _visitor_of(request, link) -> Visitor | JsonResponse:
+    """Who posts to a link's endpoint, checked as share_ask_view explains; a JsonResponse
+    when refused."""
+    if link.login_required:
+        if not request.user.is_authenticated:
+            return _error(_("Please log in to ask questions here."), 401)
+        rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+        if rejected is not None:
+            return rejected
+        user = request.user
+    else:
+        if not _same_origin(request):
+            return _error("cross-origin request refused", 403)
+        user = AnonymousUser()
+    visitor_id = visitor_from_token(share_link=link, token=request.POST.get("visitor", ""))
+    if visitor_id is None:
+        return _error(_("This page has expired. Please reload it."), 400)
+    return Visitor(id=visitor_id, user=user, ip=client_ip(request))
+
+
+@csrf_exempt  # checked in _visitor_of, as for asking
+@never_cache
+@require_POST
+def share_feedback_view(request, token: str):
+    """POST visitor, message, rating (1 or -1) -> {"ok": true, "rating": r}: a visitor's
+    👍/👎 on one of their answers; 404 for any other message."""
+    link = share_link_get_active(token=token)
+    visitor = _visitor_of(request, link)
+    if isinstance(visitor, HttpResponse):
+        return visitor
+    rating = {"1": 1, "-1": -1}.get((request.POST.get("rating") or "").strip())
+    if rating is None:
+        return _error("rating must be 1 or -1", 400)
+    message = parse_int(request.POST.get("message"))
+    share_feedback(share_link=link, visitor=visitor, message_pk=message, rating=rating)
+    return JsonResponse({"ok": True, "rating": rating})
+
+
 urlpatterns = [
     path("kb/<int:pk>/share/", kb_share_links, name="kb_share_links"),
     path(
@@ -304,4 +332,5 @@ urlpatterns = [
     path("s/<str:token>/widget", share_widget, name="share_widget"),
     path("s/<str:token>/embed.js", share_embed_js, name="share_embed_js"),
     path("s/<str:token>/ask", share_ask_view, name="share_ask"),
+    path("s/<str:token>/feedback", share_feedback_view, name="share_feedback"),
 ]

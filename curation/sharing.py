@@ -275,6 +275,33 @@ def share_conversation_get(*, share_link: ShareLink, visitor: Visitor, pk) -> Co
         raise Http404("No such conversation.") from None
 
 
+def share_feedback(*, share_link: ShareLink, visitor: Visitor, message_pk, rating: int):
+    """A visitor's 👍 (1) or 👎 (-1) on an answer of their own conversation on this link
+    (404 for any other message); a second rating of the same answer replaces the first.
+    It counts on the dashboard and marks knowledge gaps like an account's, but never trains
+    the knowledge base's reranker (chat.selectors.feedback_for_training): the public must
+    not be able to steer every member's ranking."""
+    from chat.models import Feedback, Message
+
+    if rating not in (1, -1):
+        raise ValueError("rating must be 1 or -1")
+    mine = Q(conversation__share_link=share_link, conversation__visitor=visitor.id)
+    if getattr(visitor.user, "is_authenticated", False):
+        mine &= Q(conversation__user=visitor.user)
+        who = {"user": visitor.user}
+    else:
+        mine &= Q(conversation__user__isnull=True)
+        who = {"user": None, "visitor": visitor.id}
+    try:
+        message = Message.objects.filter(mine, role=Message.Role.ASSISTANT).get(pk=message_pk)
+    except (Message.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such answer.") from None
+    feedback, _created = Feedback.objects.update_or_create(
+        message=message, **who, defaults={"rating": rating, "visitor": visitor.id}
+    )
+    return feedback
+
+
 def share_ask(
     *,
     share_link: ShareLink,
@@ -314,14 +341,18 @@ def visitor_sources(sources) -> list[dict]:
 
 def _for_visitor(events: Iterator[ChatEvent]) -> Iterator[ChatEvent]:
     """The pipeline's events without links into the app or database ids in the sources, and
-    without the abstention's internals; closing this closes the pipeline (client gone)."""
+    without the abstention's internals; the answer's own id stays on "done" (feedback only
+    accepts it from the visitor whose conversation holds it). Closing this closes the
+    pipeline (client gone)."""
     try:
         for event in events:
             data = dict(event.data)
             if "sources" in data:
                 data["sources"] = visitor_sources(data["sources"])
-            for internal in ("abstention", "message_id", "timings_ms"):
+            for internal in ("abstention", "timings_ms"):
                 data.pop(internal, None)
+            if event.type != "done":  # the answer's id: what the visitor's 👍/👎 names
+                data.pop("message_id", None)
             yield ChatEvent(event.type, data)
     finally:
         events.close()

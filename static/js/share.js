@@ -54,6 +54,40 @@
     view.sources = details;
   }
 
+  // 👍/👎 under an answer: sent with the page's visitor token, like a question.
+  function addFeedback(view, messageId) {
+    const bar = el("div", "share-feedback");
+    const thanks = el("span", "muted share-feedback-thanks", "");
+    for (const [rating, symbol, label] of [["1", "👍", L.labelHelpful], ["-1", "👎", L.labelNotHelpful]]) {
+      const button = el("button", "secondary small", symbol);
+      button.type = "button";
+      button.dataset.rating = rating;
+      button.setAttribute("aria-label", label);
+      button.setAttribute("aria-pressed", "false");
+      button.title = label;
+      button.addEventListener("click", async () => {
+        const data = new FormData();
+        data.set("visitor", form.querySelector("[name=visitor]").value);
+        data.set("message", messageId);
+        data.set("rating", rating);
+        const headers = csrf ? {"X-CSRFToken": csrf.value} : {};
+        try {
+          const response = await fetch(L.feedbackUrl, {method: "POST", body: data, headers, credentials: "same-origin"});
+          if (!response.ok) { showError(await failure(response)); return; }
+          for (const b of bar.querySelectorAll("button")) {
+            b.setAttribute("aria-pressed", String(b === button));
+          }
+          thanks.textContent = L.labelThanks;
+        } catch (err) {
+          showError(L.labelError);
+        }
+      });
+      bar.appendChild(button);
+    }
+    bar.appendChild(thanks);
+    view.msg.appendChild(bar);
+  }
+
   const parseFrames = window.parseSSEFrames;  // static/js/sse.js
 
   async function failure(response) {
@@ -105,6 +139,7 @@
             view.msg.classList.add(payload.mode);
             view.msg.dataset.mode = payload.mode;
             renderSources(view, payload.sources);
+            if (payload.message_id && L.feedbackUrl) addFeedback(view, String(payload.message_id));
           } else if (type === "error") {
             view.msg.classList.add("error");
             view.msg.dataset.mode = "error";

@@ -202,6 +202,11 @@ def test_login_required_link_redirects_to_login_and_asks_as_the_user(alice, kb, 
     assert conversation.user == bob and conversation.share_link == link
     assert not conversations_for(user=bob).exists()  # not in bob's own chat list
     assert Client().get(f"/s/{link.token}/widget").status_code == 200  # shows "log in"
+    # bob's 👍 is his, as an account's (CSRF checked as for asking).
+    vote = {"visitor": data["visitor"], "message": done["message_id"], "rating": "1"}
+    assert client.post(f"/s/{link.token}/feedback", vote).status_code == 403
+    assert client.post(f"/s/{link.token}/feedback", vote, HTTP_X_CSRFTOKEN=csrf).status_code == 200
+    assert conversation.messages.get(role="assistant").feedback.get().user == bob
 
 
 def test_only_the_widget_may_be_framed_and_only_by_allowed_origins(alice, kb, client):
@@ -309,3 +314,39 @@ def test_dashboard_counts_share_link_questions_and_visitors(alice, kb, client):
     client.force_login(alice)
     html = client.get(f"/kb/{kb.pk}/dashboard/").content.decode()
     assert 'id="stat-visitors">2<' in html
+
+
+def rate(client, link, message_id, rating, token=None, **headers):
+    token = token or visitor_token_of(client.get(f"/s/{link.token}/"))
+    data = {"visitor": token, "message": message_id, "rating": rating}
+    return client.post(f"/s/{link.token}/feedback", data, **headers)
+
+
+def test_visitors_rate_their_own_answers_which_count_but_never_train(alice, kb, client):
+    from chat.models import Feedback
+    from chat.selectors import feedback_for_training
+
+    link = share_link_create(owner=alice, knowledge_bases=[kb], title="Help")
+    done = dict(sse_events(ask(client, link, "How do I make a pg_dump backup?")))["done"]
+    answer = done["message_id"]  # the answer's id comes with it, for the 👍/👎
+    assert Message.objects.get(pk=answer).role == "assistant"
+
+    assert rate(client, link, answer, "-1").json() == {"ok": True, "rating": -1}
+    assert rate(client, link, answer, "1").status_code == 200  # changes it, no second row
+    (feedback,) = Feedback.objects.filter(message_id=answer)
+    assert feedback.rating == 1 and feedback.user is None and feedback.visitor
+    assert feedback.visitor == Conversation.objects.get(pk=done["conversation_id"]).visitor
+    assert feedback_for_training(knowledge_base=kb) == []  # the public steers no ranking
+
+    # Another visitor, another link's token, another origin, a bad rating: refused.
+    assert rate(Client(), link, answer, "1").status_code == 404
+    assert rate(client, link, answer, "1", HTTP_ORIGIN="https://evil.example").status_code == 403
+    assert rate(client, link, answer, "5").status_code == 400
+    question = Message.objects.get(conversation_id=done["conversation_id"], role="user")
+    assert rate(client, link, question.pk, "1").status_code == 404  # only answers
+    other = share_link_create(owner=alice, knowledge_bases=[kb], title="Other")
+    assert rate(client, other, answer, "1").status_code == 404
+    assert Feedback.objects.filter(message_id=answer).count() == 1
+    token = visitor_token_of(client.get(f"/s/{link.token}/"))
+    share_link_revoke(share_link=link)
+    assert rate(client, link, answer, "-1", token=token).status_code == 404

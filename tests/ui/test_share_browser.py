@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ingest_texts
+from tests.conftest import ROOT, ingest_texts
 from tests.ui.conftest import CHROMIUM
+
+SCREENSHOTS = ROOT / "var" / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
@@ -70,7 +72,7 @@ def answer_of(frame, n: int):
 def test_share_page_answers_suggestions_and_shows_the_rate_limit(
     live_server, browser, csp_violations, kb
 ):
-    from chat.models import Conversation
+    from chat.models import Conversation, Feedback
     from curation.sharing import share_link_create
 
     link = share_link_create(
@@ -96,6 +98,15 @@ def test_share_page_answers_suggestions_and_shows_the_rate_limit(
     assert first.get_attribute("data-mode") == "extractive"
     assert "pg_dump" in first.locator(".bubble").inner_text()
     assert "backup.md" in first.locator(".sources").text_content()
+
+    # The visitor rates the answer: the button shows it, the rating is stored as theirs.
+    first.locator(".share-feedback button[data-rating='1']").click()
+    first.locator(".share-feedback button[data-rating='1'][aria-pressed='true']").wait_for()
+    assert first.locator(".share-feedback-thanks").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "share-feedback.png"), full_page=True)
+    (feedback,) = Feedback.objects.all()
+    assert feedback.rating == 1 and feedback.user is None and feedback.visitor
 
     page.fill("#share-question", "How do I restore it?")
     page.press("#share-question", "Enter")
