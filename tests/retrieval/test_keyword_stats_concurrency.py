@@ -69,7 +69,5 @@ def test_concurrent_chunk_writes_of_one_knowledge_base_do_not_deadlock(make_user
 
     assert not errors, errors
     assert KeywordStats.objects.get(knowledge_base_id=kb.pk).chunks == 4
-    df = dict(
-        LexemeStats.objects.filter(knowledge_base_id=kb.pk).values_list("lexeme", "df")
-    )
+    df = dict(LexemeStats.objects.filter(knowledge_base_id=kb.pk).values_list("lexeme", "df"))
     assert df["banana"] == 2 and df["alpha"] == df["gamma"] == 1
