@@ -27,11 +27,7 @@ from curation.models import FaqEntry
 from ingestion.models import KnowledgeBase
 from ingestion.services import knowledge_base_delete
 from retrieval.backends import get_embedder
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+from textkit import percentile
 
 
 class Command(BaseCommand):
@@ -86,8 +82,8 @@ class Command(BaseCommand):
             rows.append(
                 {
                     "entries": size,
-                    "p50_ms": round(_percentile(times, 0.5), 1),
-                    "p95_ms": round(_percentile(times, 0.95), 1),
+                    "p50_ms": round(percentile(times, 50), 1),
+                    "p95_ms": round(percentile(times, 95), 1),
                 }
             )
         self.stdout.write(f"FAQ match, embedder {name}, {len(questions)} questions per size")
