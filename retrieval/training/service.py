@@ -170,9 +170,12 @@ def reranker_train(
         run.message = f"held-out nDCG@10 {old:.3f} -> {new:.3f}: " + (
             "better" if better else "not better; the current model stays"
         )
-        run.save()
-        if better and activate:
-            reranker_activate(model=run)
+        # One transaction: a run is never seen ready and better but not yet switched on
+        # (the page, and a test polling it, read between the two writes).
+        with transaction.atomic():
+            run.save()
+            if better and activate:
+                reranker_activate(model=run)
     except Exception as exc:
         run.status, run.message = TrainingStatus.FAILED, str(exc)[:2000]
         run.save(update_fields=["status", "message", "updated_at"])
