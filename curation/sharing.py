@@ -263,16 +263,20 @@ def share_rate_check(*, share_link: ShareLink, visitor: Visitor) -> None:
 
 def share_conversation_get(*, share_link: ShareLink, visitor: Visitor, pk) -> Conversation:
     """The visitor's own conversation on this link, or 404."""
+    try:
+        return _visitor_conversations(share_link, visitor).get(pk=pk)
+    except (Conversation.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such conversation.") from None
+
+
+def _visitor_conversations(share_link: ShareLink, visitor: Visitor):
+    """The conversations of this visitor on this link: theirs as an account on a
+    login-required link, else theirs as an anonymous visitor (their id, no user)."""
     if getattr(visitor.user, "is_authenticated", False):
         mine = Q(user=visitor.user)
     else:
         mine = Q(user__isnull=True)
-    try:
-        return Conversation.objects.filter(mine, share_link=share_link, visitor=visitor.id).get(
-            pk=pk
-        )
-    except (Conversation.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such conversation.") from None
+    return Conversation.objects.filter(mine, share_link=share_link, visitor=visitor.id)
 
 
 def share_feedback(*, share_link: ShareLink, visitor: Visitor, message_pk, rating: int):
@@ -285,15 +289,15 @@ def share_feedback(*, share_link: ShareLink, visitor: Visitor, message_pk, ratin
 
     if rating not in (1, -1):
         raise ValueError("rating must be 1 or -1")
-    mine = Q(conversation__share_link=share_link, conversation__visitor=visitor.id)
     if getattr(visitor.user, "is_authenticated", False):
-        mine &= Q(conversation__user=visitor.user)
         who = {"user": visitor.user}
     else:
-        mine &= Q(conversation__user__isnull=True)
         who = {"user": None, "visitor": visitor.id}
+    answers = Message.objects.filter(
+        conversation__in=_visitor_conversations(share_link, visitor), role=Message.Role.ASSISTANT
+    )
     try:
-        message = Message.objects.filter(mine, role=Message.Role.ASSISTANT).get(pk=message_pk)
+        message = answers.get(pk=message_pk)
     except (Message.DoesNotExist, ValueError, TypeError):
         raise Http404("No such answer.") from None
     feedback, _created = Feedback.objects.update_or_create(

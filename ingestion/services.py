@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import mimetypes
 import os
 import shutil
@@ -919,8 +920,8 @@ def _gather_companions(primary: _Work, *, batch: int, claimed: list[int]) -> lis
     children = _children(primary)
     while len(companions) + 1 < batch and children < EMBED_BATCH:
         per_document = max(1.0, children / (len(companions) + 1))
-        wanted = min(batch - 1 - len(companions), -int(-(EMBED_BATCH - children) // per_document))
-        taken = _claim_companions(primary, limit=max(1, wanted))
+        wanted = math.ceil((EMBED_BATCH - children) / per_document)
+        taken = _claim_companions(primary, limit=min(batch - 1 - len(companions), wanted))
         if not taken:
             break
         for companion in taken:
@@ -1139,18 +1140,19 @@ def store_chunks(
                     else SearchVector(Value(search_text), config=TS_CONFIG),
                 )
             )
-        # Parents first, so that each child is inserted with its parent's id (linking them
-        # afterwards was one more UPDATE of every child row).
-        pending = list(zip(rows, drafts, strict=True))
-        while pending:
-            wave = [(r, d) for r, d in pending if d.parent_index is None or rows[d.parent_index].pk]
-            if not wave:
-                raise ValueError("chunk drafts whose parents never come")
-            for row, draft in wave:
-                if draft.parent_index is not None:
-                    row.parent_id = rows[draft.parent_index].pk
-            Chunk.objects.bulk_create([r for r, _ in wave], batch_size=500)
-            pending = [(r, d) for r, d in pending if r.pk is None]
+        # Parents (and chunks without one) first, so that each child is inserted with its
+        # parent's id: linking them afterwards was one more UPDATE of every child row.
+        # (Parents have no parent themselves: ingestion.chunking.)
+        linked = [
+            (row, d) for row, d in zip(rows, drafts, strict=True) if d.parent_index is not None
+        ]
+        Chunk.objects.bulk_create(
+            [row for row, d in zip(rows, drafts, strict=True) if d.parent_index is None],
+            batch_size=500,
+        )
+        for row, draft in linked:
+            row.parent_id = rows[draft.parent_index].pk
+        Chunk.objects.bulk_create([row for row, _ in linked], batch_size=500)
         children = [row for row, draft in zip(rows, drafts, strict=True) if not draft.is_parent]
         embeddings = [
             ChunkEmbedding(chunk=row, knowledge_base_id=kb_id, embedder=name, embedding=vec)

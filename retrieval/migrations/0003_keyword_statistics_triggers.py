@@ -59,6 +59,7 @@ ZEROS = (
 
 
 def functions(template: str) -> str:
+    # (0002's template has no {cleanup}: str.format ignores the extra argument.)
     return "".join(
         template.format(
             op=op,
@@ -73,18 +74,7 @@ def functions(template: str) -> str:
     )
 
 
-def previous_functions() -> str:
-    return "".join(
-        before.APPLY.format(op=op, delta=delta)
-        for op, delta in (
-            ("insert", before.INSERTED),
-            ("update", before.UPDATED),
-            ("delete", before.DELETED),
-        )
-    )
-
-
 class Migration(migrations.Migration):
     dependencies = [("retrieval", "0002_keyword_statistics")]
 
-    operations = [migrations.RunSQL(functions(APPLY) + ZEROS, previous_functions())]
+    operations = [migrations.RunSQL(functions(APPLY) + ZEROS, functions(before.APPLY))]

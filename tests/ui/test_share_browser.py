@@ -119,6 +119,21 @@ def test_share_page_answers_suggestions_and_shows_the_rate_limit(
     assert "Too many questions" in page.locator("#share-error").inner_text()
     assert not errors and not violations, (errors, violations)
 
+    # A Chinese visitor on a phone: the buttons are labelled in Chinese and fit.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
+    zh = phone.new_page()
+    zh.set_default_timeout(20_000)
+    zh.goto(f"{live_server.url}/s/{link.token}/")
+    zh.click("#share-suggestions .suggestion")
+    down = answer_of(zh, 1).locator(".share-feedback button[data-rating='-1']")
+    assert down.get_attribute("aria-label") == "没有帮助"
+    down.click()
+    answer_of(zh, 1).locator(".share-feedback-thanks:has-text('感谢')").wait_for()
+    assert zh.evaluate("document.documentElement.scrollWidth") <= 390
+    zh.screenshot(path=str(SCREENSHOTS / "share-feedback-zh-390.png"), full_page=True)
+    phone.close()
+    assert sorted(Feedback.objects.values_list("rating", flat=True)) == [-1, 1]
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(180)
