@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from ingestion.chunking import HEADING_SEPARATOR
 from ingestion.models import Chunk, ChunkEmbedding, Document, DocumentStatus, KnowledgeBase
 from ingestion.selectors import knowledge_bases_for, visible_condition
+from ingestion.services import queue_rerank_embedding
 from ragapp.validation import text_problem
 from retrieval.backends import get_embedder
 from retrieval.embedders import approximate_token_count
@@ -218,6 +219,8 @@ def chunk_update(
         elif toggled:
             Chunk.objects.filter(pk=current.pk).update(enabled=enabled, edited=True)
     current.refresh_from_db()
+    if index is not None:  # its second-stage vectors went with the old text
+        queue_rerank_embedding(current.knowledge_base, [current.document_id])
     if index is not None or toggled:
         _regression(current.knowledge_base)
     return current
@@ -255,6 +258,7 @@ def chunk_add(*, document: Document, text: str, questions: list[str] | None = No
         chunk.save()
         _write_index(chunk, index)
     chunk.refresh_from_db()
+    queue_rerank_embedding(kb, [document.pk])
     _regression(kb)
     return chunk
 

@@ -45,7 +45,7 @@ from ingestion.models import (
     ReviewStatus,
     Role,
 )
-from retrieval.backends import get_embedder
+from retrieval.backends import embedder_available, get_embedder
 from retrieval.text import TS_CONFIG, segment
 
 logger = logging.getLogger(__name__)
@@ -855,6 +855,7 @@ def document_ingest(*, document_id: int, task_id: str | None = None, batch: int 
             ok = _embed_and_store_group(group)
         else:
             ok = _guard(document_id, lambda: _embed_and_store(work), claim=work.claim)
+    queue_rerank_embedding(work.document.knowledge_base, [w.document.pk for w in group])
     return DocumentStatus.READY if ok else _status_of(document_id)
 
 
@@ -1171,6 +1172,88 @@ def store_chunks(
         document.save()
 
 
+def rerank_embedders_for(kb: KnowledgeBase) -> list[str]:
+    """The second-stage embedders (RAG_RERANK_EMBEDDERS) this knowledge base's chunks get
+    after ingestion: not one it already recalls with, and only where it can run."""
+    return [
+        name
+        for name in settings.RAG_RERANK_EMBEDDERS
+        if name not in kb.embedders and embedder_available(name)
+    ]
+
+
+# Below every ingestion message: Redis consumes a queue's priority lists in order (kombu's
+# priority_steps, 0 first), so a worker takes these only when no document waits.
+RERANK_EMBEDDING_PRIORITY = 9
+
+
+def queue_rerank_embedding(kb: KnowledgeBase, document_ids: list[int]) -> None:
+    """After the transaction: the ready ones of these documents get the second-stage
+    vectors they lack (ingestion.tasks.embed_for_rerank)."""
+    if not rerank_embedders_for(kb):
+        return
+    from ingestion.tasks import embed_for_rerank
+
+    ready = Document.objects.filter(pk__in=document_ids, status=DocumentStatus.READY)
+    for pk in ready.values_list("pk", flat=True):
+        transaction.on_commit(
+            lambda pk=pk: embed_for_rerank.apply_async((pk,), priority=RERANK_EMBEDDING_PRIORITY)
+        )
+
+
+def document_embed_for_rerank(*, document_id: int) -> int:
+    """Give a ready document's chunks the second-stage embedders' vectors they lack; the
+    number of vectors added. Idempotent: a retry or a repeated message adds nothing twice,
+    and a document re-ingested or deleted meanwhile only gets vectors for chunks it still
+    has (its row is locked as store_chunks locks it before replacing them)."""
+    document = Document.objects.filter(pk=document_id, status=DocumentStatus.READY).first()
+    if document is None:
+        return 0
+    added = 0
+    for name in rerank_embedders_for(document.knowledge_base):
+        missing = list(
+            Chunk.objects.filter(document_id=document_id, is_parent=False)
+            .exclude(embeddings__embedder=name)
+            .order_by("ordinal")
+        )
+        embedder = get_embedder(name)
+        for start in range(0, len(missing), EMBED_BATCH):
+            part = missing[start : start + EMBED_BATCH]
+            vectors = embedder.embed_documents([c.embed_text for c in part])
+            with transaction.atomic():
+                if not Document.objects.select_for_update().filter(pk=document_id).exists():
+                    return added
+                alive = set(
+                    Chunk.objects.filter(pk__in=[c.pk for c in part]).values_list("pk", flat=True)
+                )
+                rows = ChunkEmbedding.objects.bulk_create(
+                    [
+                        ChunkEmbedding(
+                            chunk_id=c.pk,
+                            knowledge_base_id=document.knowledge_base_id,
+                            embedder=name,
+                            embedding=v,
+                        )
+                        for c, v in zip(part, vectors, strict=True)
+                        if c.pk in alive
+                    ],
+                    ignore_conflicts=True,
+                )
+            added += len(rows)
+    return added
+
+
+def documents_embed_for_rerank(*, document_ids: Iterable[int], progress=None) -> int:
+    """document_embed_for_rerank in this process, for in-process ingestion (evaluate,
+    benchmarks): what a worker does in the background after `ready`."""
+    added = 0
+    for document_id in document_ids:
+        added += document_embed_for_rerank(document_id=document_id)
+        if progress:
+            progress(document_id)
+    return added
+
+
 def knowledge_base_reembed(*, knowledge_base: KnowledgeBase, progress=None) -> int:
     """Re-embed every ready chunk of a knowledge base with its current embedders."""
     count = 0
@@ -1183,7 +1266,10 @@ def knowledge_base_reembed(*, knowledge_base: KnowledgeBase, progress=None) -> i
         texts = [c.embed_text for c in children]
         vectors = {name: get_embedder(name).embed_documents(texts) for name in names}
         with transaction.atomic():
-            ChunkEmbedding.objects.filter(chunk__document=document).delete()
+            # The second-stage vectors stay: same chunks, same texts.
+            ChunkEmbedding.objects.filter(chunk__document=document).exclude(
+                embedder__in=rerank_embedders_for(knowledge_base)
+            ).delete()
             ChunkEmbedding.objects.bulk_create(
                 [
                     ChunkEmbedding(

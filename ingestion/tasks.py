@@ -8,6 +8,7 @@ from django.conf import settings
 
 from ingestion.services import (
     TransientIngestError,
+    document_embed_for_rerank,
     document_fail,
     document_ingest,
     documents_requeue_stale,
@@ -66,6 +67,23 @@ def ingest_document(self, document_id: int) -> str:
 
         regression_after_ingest(document_id=document_id)
     return status
+
+
+@shared_task(
+    name="ingestion.tasks.embed_for_rerank",
+    # Idempotent (document_embed_for_rerank adds only missing vectors): safe to ack late
+    # and to retry. Sent with the lowest priority, after every queued document.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=_transient_errors(),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT,
+    time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT + 120,
+)
+def embed_for_rerank(document_id: int) -> int:
+    return document_embed_for_rerank(document_id=document_id)
 
 
 @shared_task(name="ingestion.tasks.requeue_stale_documents")

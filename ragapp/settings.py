@@ -334,6 +334,15 @@ RAG_EMBEDDERS: dict[str, dict] = {
 }
 # No single offline model is good at both languages, so new knowledge bases get both.
 RAG_DEFAULT_EMBEDDERS: list[str] = env.list("RAG_DEFAULT_EMBEDDERS", default=["minilm", "use"])
+# Second-stage embedders. Once a document is ready (searchable through its knowledge base's
+# embedders), a low-priority task (ingestion.tasks.embed_for_rerank) gives its chunks these
+# vectors too, without a graph index: the second stage reads each candidate's cosine to the
+# question from them. e5 reads both languages better than MiniLM or USE, but embeds ~3x
+# slower; here it costs no time to "ready" and no recall latency, only background CPU, and
+# lifts the default's dev nDCG@10 by ~0.02 (en) and ~0.05 (zh) (bench/reranker/README.md).
+# A question whose candidates are not all embedded yet is ranked without it. Not applied to
+# a knowledge base that already recalls with the embedder, nor where it cannot run.
+RAG_RERANK_EMBEDDERS: list[str] = env.list("RAG_RERANK_EMBEDDERS", default=["e5"])
 # Load and exercise the models when a web or worker process starts (ragapp.warmup), not in
 # its first request (up to two minutes on a small machine); /readyz says "warming" meanwhile.
 # Off by default under pytest and in the tests' worker (RAG_TEST_DATABASE_NAME): tests that

@@ -139,6 +139,83 @@ def dense_search(
     return hits
 
 
+def embedded_count(*, chunk_ids: Sequence[int], embedder: str) -> int:
+    """How many of the chunks have a vector of the embedder."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM ingestion_chunkembedding WHERE chunk_id = ANY(%s) "
+            "AND embedder = %s",
+            [list(chunk_ids), embedder],
+        )
+        return int(cursor.fetchone()[0])
+
+
+# A document's vector is the mean of its chunks' only up to this many chunks: a longer
+# document's mean says little about any passage, and reading it would cost each query.
+DOCUMENT_VECTOR_CHUNKS = 64
+
+
+def vector_similarities(*, chunk_ids: Sequence[int], embedder: str, vector: np.ndarray) -> dict:
+    """For each chunk, the query's cosine to (the chunk's own vector, its section's, its
+    document's). A section is the mean of the vectors of its parent's children, a document
+    the mean of its recall chunks'; each falls back to the smaller unit (no parent; a
+    document over DOCUMENT_VECTOR_CHUNKS). A child matches one passage; the means say
+    whether the whole section or document is about the question, with no extra embedding
+    at ingestion. The chunk's own cosine fills in the dense score of a candidate that the
+    embedder's top k missed. One statement for all the candidates: the means are
+    MATERIALIZED because the planner, expecting one candidate, otherwise recomputed them
+    for each (48 ms instead of 3 ms for 50 candidates on python-faq-en)."""
+    if not chunk_ids:
+        return {}
+    dim = embedder_dimension(embedder)
+    literal = _vector_literal(vector)
+    sql = f"""
+        WITH cand AS (
+            SELECT id, parent_id, document_id FROM ingestion_chunk WHERE id = ANY(%(ids)s)
+        ), own AS (
+            SELECT chunk_id, embedding::vector({dim}) AS v FROM ingestion_chunkembedding
+            WHERE chunk_id = ANY(%(ids)s) AND embedder = %(embedder)s
+        ), section AS MATERIALIZED (
+            SELECT s.parent_id, avg(e.embedding::vector({dim})) AS v
+            FROM ingestion_chunk s
+            JOIN ingestion_chunkembedding e ON e.chunk_id = s.id AND e.embedder = %(embedder)s
+            WHERE s.parent_id IN (SELECT parent_id FROM cand)
+            GROUP BY s.parent_id
+        ), document AS MATERIALIZED (
+            SELECT d.document_id, m.v FROM (SELECT DISTINCT document_id FROM cand) d
+            CROSS JOIN LATERAL (
+                SELECT avg(x.v) AS v, count(*) AS n FROM (
+                    SELECT e.embedding::vector({dim}) AS v
+                    FROM ingestion_chunk s
+                    JOIN ingestion_chunkembedding e
+                        ON e.chunk_id = s.id AND e.embedder = %(embedder)s
+                    WHERE s.document_id = d.document_id AND NOT s.is_parent
+                    LIMIT %(cap)s
+                ) x
+            ) m
+            WHERE m.n < %(cap)s
+        )
+        SELECT cand.id, 1 - (own.v <=> q.v), 1 - (coalesce(section.v, own.v) <=> q.v),
+            1 - (coalesce(document.v, section.v, own.v) <=> q.v)
+        FROM cand
+        CROSS JOIN (SELECT %(query)s::vector({dim}) AS v) q
+        JOIN own ON own.chunk_id = cand.id
+        LEFT JOIN section ON section.parent_id = cand.parent_id
+        LEFT JOIN document ON document.document_id = cand.document_id
+    """
+    params = {
+        "ids": list(chunk_ids),
+        "embedder": embedder,
+        "cap": DOCUMENT_VECTOR_CHUNKS + 1,
+        "query": literal,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {
+            chunk_id: tuple(float(v) for v in values) for chunk_id, *values in cursor.fetchall()
+        }
+
+
 # Okapi BM25 parameters (the usual defaults; rank_bm25 uses the same).
 BM25_K1 = 1.2
 BM25_B = 0.75

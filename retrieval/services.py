@@ -10,10 +10,16 @@ from django.conf import settings
 
 from ingestion.models import Chunk
 from ingestion.scope import DocumentScope, document_scope
-from retrieval.backends import get_embedder, get_reranker
+from retrieval.backends import embedder_available, get_embedder, get_reranker
 from retrieval.cutoffs import Cutoffs, apply_cutoffs
 from retrieval.fusion import fuse, stage_weights
-from retrieval.recall import Hit, dense_search, keyword_search
+from retrieval.recall import (
+    Hit,
+    dense_search,
+    embedded_count,
+    keyword_search,
+    vector_similarities,
+)
 from retrieval.support import apply_support
 from retrieval.types import Candidate
 
@@ -69,6 +75,7 @@ def recall(
     t0 = time.perf_counter()
 
     lists: dict[str, list[Hit]] = {}
+    vectors = {}
     stages = [f"dense:{n}" for n in names] * bool(dense) + ["keyword"] * bool(keyword)
     weights = stage_weights(query, stages)
     if len(stages) == 1 or sum(weights.values()) <= 0:
@@ -79,7 +86,7 @@ def recall(
     if dense:
         for name in names:
             t = time.perf_counter()
-            vector = get_embedder(name).embed_query(query)
+            vector = vectors[name] = get_embedder(name).embed_query(query)
             timings[f"embed:{name}"] = (time.perf_counter() - t) * 1000
             lists[f"dense:{name}"] = dense_search(
                 knowledge_bases=knowledge_bases,
@@ -99,6 +106,32 @@ def recall(
         )
     fused = fuse(lists, query=query, k=sum(len(h) for h in lists.values()), weights=weights)
     candidates = load_candidates(collapse_by_context(fused)[:k], lists)
+    # Signals for the second stage (retrieval.recall.vector_similarities): each candidate's
+    # section and document cosines, and its own cosine where the embedder's top k missed
+    # it. One small statement per embedder over the k candidates.
+    by_id = {c.chunk_id: c for c in candidates}
+    for name, vector in vectors.items():
+        similar = vector_similarities(chunk_ids=list(by_id), embedder=name, vector=vector)
+        for chunk_id, (own, section, document) in similar.items():
+            signals = by_id[chunk_id].signals
+            signals[f"section:{name}"] = section
+            signals[f"document:{name}"] = document
+            if f"dense:{name}" not in signals:
+                signals[f"cosine:{name}"] = own
+    # The second-stage embedders' cosines (RAG_RERANK_EMBEDDERS), only once every candidate
+    # has its vector (added in the background after ingestion): the ranker's weights for
+    # them assume all candidates are scored.
+    for name in settings.RAG_RERANK_EMBEDDERS:
+        if name in vectors or not embedder_available(name):
+            continue
+        if not by_id or embedded_count(chunk_ids=list(by_id), embedder=name) < len(by_id):
+            continue
+        t = time.perf_counter()
+        vector = get_embedder(name).embed_query(query)
+        timings[f"embed:{name}"] = (time.perf_counter() - t) * 1000
+        similar = vector_similarities(chunk_ids=list(by_id), embedder=name, vector=vector)
+        for chunk_id, (own, _section, _document) in similar.items():
+            by_id[chunk_id].signals[f"cosine:{name}"] = own
     timings["recall"] = (time.perf_counter() - t0) * 1000
     return candidates
 

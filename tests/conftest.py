@@ -183,6 +183,7 @@ def _configure_fast_mode(settings) -> None:
         },
     }
     settings.RAG_DEFAULT_EMBEDDERS = [FAST_EMBEDDER]
+    settings.RAG_RERANK_EMBEDDERS = []
     # FAQ answers and gaps compare questions with the knowledge base's own ("hash").
     settings.RAG_QUESTION_EMBEDDERS = []
     sentence_sim = settings.RAG_RERANKERS["sentence-sim"]

@@ -4,8 +4,9 @@
 
 Steps (each can be run alone):
   prepare  apt-get download postgresql-doc-15 libreoffice-help-en-us libreoffice-help-zh-cn,
-           dpkg-deb -x them, cut the HTML into sections and write two weak BEIR sets
-           (weak-en, weak-zh) under $RERANK_DATA (default /tmp/rerank_data).
+           dpkg-deb -x them, cut the HTML into sections and write four weak BEIR sets under
+           $RERANK_DATA (default /tmp/rerank_data): weak-en, weak-zh (a document is one
+           section) and weak-pages-en, weak-pages-zh (a document is a whole page).
   collect  ingest a BEIR set through the real pipeline into a throw-away knowledge base and
            store every query's recalled candidates (with stage signals) as a pickle.
            Also used on the dev sets, to measure without re-ingesting.
@@ -20,6 +21,8 @@ excluded by construction (only the three packages above are read).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import pickle
@@ -38,6 +41,9 @@ SEED = 13
 # text next to their answer: they teach the ranker to trust exact word overlap, which
 # users' questions do not have (measured: en dev 0.786 with them, 0.797 without).
 TRAIN_KINDS = ("heading", "template")
+# Section-level sets (a document is one section) and page-level ones (a document is a whole
+# page of sections), per language; a query's language picks its weights.
+TRAIN_SETS = ("weak-en", "weak-zh", "weak-pages-en", "weak-pages-zh")
 
 
 def django_setup() -> None:
@@ -95,20 +101,35 @@ def html_sections(path: Path):
             yield Section(page=page, heading=heading, body=body[:2000])
 
 
-def build_sets() -> None:
-    from retrieval.training.weak import weak_query
-
-    extracted = download()
-    share = extracted / "usr/share"
-    sources = {
+def sources() -> dict[str, list[list[Path]]]:
+    share = download() / "usr/share"
+    return {
         "en": [
             sorted((share / "doc/postgresql-doc-15/html").glob("*.html")),
             sorted((share / "libreoffice/help/en-US").rglob("*.html")),
         ],
         "zh": [sorted((share / "libreoffice/help/zh-CN").rglob("*.html"))],
     }
+
+
+def write_beir(out: Path, corpus: list, queries: list, qrels: list) -> None:
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as h:
+        h.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in corpus)
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as h:
+        h.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in queries)
+    (out / "qrels/test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n", "utf-8"
+    )
+    print(f"{out}: {len(corpus)} documents, {len(queries)} weak queries")
+
+
+def build_sets() -> None:
+    """weak-LANG: one section per document, the query finds its section."""
+    from retrieval.training.weak import weak_query
+
     rng = random.Random(SEED)
-    for language, groups in sources.items():
+    for language, groups in sources().items():
         sections = []
         for files in groups:
             found = []
@@ -131,16 +152,56 @@ def build_sets() -> None:
             if weak:
                 queries.append({"_id": f"q{i}", "text": weak.query, "kind": weak.kind})
                 qrels.append(f"q{i}\t{doc_id}\t1")
-        out = DATA / f"weak-{language}"
-        (out / "qrels").mkdir(parents=True, exist_ok=True)
-        with open(out / "corpus.jsonl", "w", encoding="utf-8") as h:
-            h.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in corpus)
-        with open(out / "queries.jsonl", "w", encoding="utf-8") as h:
-            h.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in queries)
-        (out / "qrels/test.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n", "utf-8"
-        )
-        print(f"{out}: {len(corpus)} sections, {len(queries)} weak queries")
+        write_beir(DATA / f"weak-{language}", corpus, queries, qrels)
+
+
+# A page of the page-level sets is cut here (a manual page, an FAQ entry with its sections).
+PAGE_CHARS = 6000
+
+
+def build_page_sets() -> None:
+    """weak-pages-LANG: one whole page per document, the query asks about one of its
+    sections and finds the page. Documents of several sections are what FAQ entries and
+    PDF pages look like; here a document's vector and the section's matter."""
+    from retrieval.training.weak import weak_query
+
+    rng = random.Random(SEED + 1)
+    minimum = {"en": 150, "zh": 40}
+    for language, groups in sources().items():
+        pages = []
+        for files in groups:
+            files = list(files)
+            rng.shuffle(files)
+            found = []
+            for f in files:
+                sections = [s for s in html_sections(f) if len(s.body) >= minimum[language]]
+                if sections:
+                    found.append(sections)
+                if len(found) >= 800 // len(groups):
+                    break
+            pages.extend(found)
+        corpus, queries, qrels = [], [], []
+        for i, sections in enumerate(pages):
+            # Ask about a section that starts well inside the cut.
+            starts = list(itertools.accumulate(len(s.heading) + len(s.body) + 3 for s in sections))
+            inside = [j for j, end in enumerate([0, *starts[:-1]]) if end < PAGE_CHARS - 500]
+            doc_id, asked = f"p{i}", rng.choice(inside)
+            weak = weak_query(sections[asked], rng) if len(queries) < 600 else None
+            parts = []
+            for j, section in enumerate(sections):
+                if j == asked and weak is not None:
+                    # The query's own words leave the page, as in the section-level sets.
+                    body = weak.positive
+                    heading = "" if weak.kind != "sentence" else section.heading
+                else:
+                    body, heading = section.body, section.heading
+                parts.append(f"{heading}\n{body}" if heading else body)
+            text = "\n\n".join(parts)[:PAGE_CHARS]
+            corpus.append({"_id": doc_id, "title": "", "text": text})
+            if weak is not None:
+                queries.append({"_id": f"q{i}", "text": weak.query, "kind": weak.kind})
+                qrels.append(f"q{i}\t{doc_id}\t1")
+        write_beir(DATA / f"weak-pages-{language}", corpus, queries, qrels)
 
 
 # ---------------------------------------------------------------- collect
@@ -189,29 +250,38 @@ def load_rows(paths):
     return rows
 
 
+def without_second_stage(row: dict) -> dict:
+    from retrieval.rerank.linear import SECOND_STAGE_EMBEDDER
+
+    drop = {f"dense:{SECOND_STAGE_EMBEDDER}", f"cosine:{SECOND_STAGE_EMBEDDER}"}
+    candidates = [
+        dataclasses.replace(c, signals={k: v for k, v in c.signals.items() if k not in drop})
+        for c in row["candidates"]
+    ]
+    return {**row, "candidates": candidates}
+
+
 def train(out: Path) -> None:
     from retrieval.training.ranker import fit_language_models
 
     t0 = time.perf_counter()
-    kinds = {}
-    for lang in ("en", "zh"):
-        with open(DATA / f"weak-{lang}" / "queries.jsonl", encoding="utf-8") as handle:
-            kinds.update((row["text"], row["kind"]) for row in map(json.loads, handle))
-    rows = {
-        lang: [
-            r
-            for r in load_rows([DATA / f"cands-weak-{lang}.pkl"])
-            if kinds.get(r["query"]) in TRAIN_KINDS
-        ]
-        for lang in ("en", "zh")
-    }
+    rows = {}
+    for name in TRAIN_SETS:
+        with open(DATA / name / "queries.jsonl", encoding="utf-8") as handle:
+            kinds = {row["text"]: row["kind"] for row in map(json.loads, handle)}
+        found = load_rows([DATA / f"cands-{name}.pkl"])
+        rows[name] = [r for r in found if kinds.get(r["query"]) in TRAIN_KINDS]
+        # The same queries without the second-stage embedder's cosines train the plain
+        # "LANGUAGE" weights (documents whose vectors are not added yet, or no e5 here).
+        rows[f"{name} without e5"] = [without_second_stage(r) for r in rows[name]]
     model, report = fit_language_models(rows, seed=SEED)
     card = {
         "kind": "linear ranker over per-query standardised first-stage features",
         "data": {
             "packages": PACKAGES,
-            "queries": {lang: len(r) for lang, r in rows.items()},
-            "recipe": "weak queries from HTML sections (bench/reranker/train_default.py)",
+            "queries": {name: len(r) for name, r in rows.items()},
+            "recipe": "weak queries from HTML sections; the section or its whole page is "
+            "the document (bench/reranker/train_default.py)",
             "query_kinds": list(TRAIN_KINDS),
         },
         "hyperparameters": report["hyperparameters"],
@@ -245,11 +315,12 @@ def main() -> None:
     django_setup()
     if options.step in ("prepare", "all"):
         build_sets()
+        build_page_sets()
     if options.step == "collect":
         collect(Path(options.args[0]), Path(options.args[1]))
     if options.step == "all":
-        for lang in ("en", "zh"):
-            collect(DATA / f"weak-{lang}", DATA / f"cands-weak-{lang}.pkl")
+        for name in TRAIN_SETS:
+            collect(DATA / name, DATA / f"cands-{name}.pkl")
     if options.step in ("train", "all"):
         train(options.out)
     if options.step == "score":

@@ -50,13 +50,36 @@ FEATURES = (
     "coverage",
     "doc_chunks",
     "doc_best_fused_z",
+    "section:minilm_z",
+    "section:use_z",
+    "document:minilm_z",
+    "document:use_z",
+    "e5_z",
+    "e5_minmax",
+    "doc_best_e5_z",
 )
+# The second-stage embedder the "e5_*" features read (settings.RAG_RERANK_EMBEDDERS): its
+# cosine to every candidate, from its recall stage or computed for the second stage. A
+# model's weights for them sit under "LANGUAGE+e5"; a query whose candidates lack them is
+# scored with the plain "LANGUAGE" weights, trained without them.
+SECOND_STAGE_EMBEDDER = "e5"
+
+
+def second_stage_cosines(candidates: Sequence[Candidate]) -> np.ndarray | None:
+    name = SECOND_STAGE_EMBEDDER
+    values = [c.signals.get(f"dense:{name}", c.signals.get(f"cosine:{name}")) for c in candidates]
+    if not values or None in values:
+        return None
+    return np.array(values, dtype=float)
 
 
 def _signal(candidates: Sequence[Candidate], stage: str) -> tuple[np.ndarray, np.ndarray]:
     """The stage's raw scores and a 'missing' mask; a missing score is imputed just below
     the lowest one the stage returned (it ranked the chunk out of its top k)."""
-    raw = [c.signals.get(stage) for c in candidates]
+    # A dense stage's cosine of a chunk its top k missed is known exactly ("cosine:NAME",
+    # retrieval.services.recall): only older candidates without it are imputed.
+    exact = "cosine:" + stage.removeprefix("dense:") if stage.startswith("dense:") else None
+    raw = [c.signals.get(stage, c.signals.get(exact)) for c in candidates]
     missing = np.array([v is None for v in raw], dtype=float)
     present = [v for v in raw if v is not None]
     if not present:
@@ -83,6 +106,12 @@ def features(query: str, candidates: Sequence[Candidate]) -> np.ndarray:
             continue
         out[:, col[f"{stage}_z"]] = zscore(values)
         out[:, col[f"{stage}_minmax"]] = minmax(values)
+        # Each chunk's section and document (retrieval.recall.vector_similarities).
+        name = stage.removeprefix("dense:")
+        for unit in ("section", "document"):
+            values = [c.signals.get(f"{unit}:{name}") for c in candidates]
+            if None not in values:
+                out[:, col[f"{unit}:{name}_z"]] = zscore(np.array(values))
     fused = np.array([c.recall_score for c in candidates], dtype=float)
     out[:, col["fused_z"]] = zscore(fused)
     out[:, col["recall_rrank"]] = [1.0 / math.sqrt(max(c.recall_rank, 1)) for c in candidates]
@@ -108,7 +137,25 @@ def features(query: str, candidates: Sequence[Candidate]) -> np.ndarray:
         best[c.document_id] = max(best.get(c.document_id, -1e9), float(f))
     out[:, col["doc_chunks"]] = [math.log(per_doc[c.document_id]) for c in candidates]
     out[:, col["doc_best_fused_z"]] = [best[c.document_id] for c in candidates]
+
+    cosines = second_stage_cosines(candidates)
+    if cosines is not None:
+        out[:, col["e5_z"]] = zscore(cosines)
+        out[:, col["e5_minmax"]] = minmax(cosines)
+        best = {}
+        for c, z in zip(candidates, out[:, col["e5_z"]], strict=True):
+            best[c.document_id] = max(best.get(c.document_id, -1e9), float(z))
+        out[:, col["doc_best_e5_z"]] = [best[c.document_id] for c in candidates]
     return out
+
+
+def weights_key(query: str, candidates: Sequence[Candidate]) -> str:
+    """Which weights score this query: its language's ("en", "zh"), with the second-stage
+    embedder's cosines ("en+e5") when every candidate has one."""
+    language = detect_query_language(query) or "en"
+    if second_stage_cosines(candidates) is not None:
+        return f"{language}+{SECOND_STAGE_EMBEDDER}"
+    return language
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +187,8 @@ class LinearRanker:
 
     def vector(self, language: str) -> np.ndarray:
         """Weights over FEATURES (zeros for features this model does not use)."""
-        w = self.weights.get(language) or self.weights.get("en")
+        w = self.weights.get(language) or self.weights.get(language.split("+")[0])
+        w = w or self.weights.get("en")
         if w is None:  # a knowledge base's model may know one language only
             w = next(iter(self.weights.values()))
         full = np.zeros(len(FEATURES))
@@ -148,6 +196,10 @@ class LinearRanker:
             full[FEATURES.index(name)] = value
         return full
 
+    def weights_key(self, query: str, candidates: Sequence[Candidate]) -> str:
+        """weights_key(), where the model has weights for it, else the language's."""
+        key = weights_key(query, candidates)
+        return key if key in self.weights else key.split("+")[0]
+
     def scores(self, query: str, candidates: Sequence[Candidate]) -> np.ndarray:
-        language = detect_query_language(query) or "en"
-        return features(query, candidates) @ self.vector(language)
+        return features(query, candidates) @ self.vector(self.weights_key(query, candidates))

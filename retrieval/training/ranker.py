@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from retrieval.fusion import detect_query_language
-from retrieval.rerank.linear import FEATURES, LinearRanker, features
+from retrieval.rerank.linear import FEATURES, LinearRanker, features, weights_key
 
 L2 = 1e-3
 STEPS = 400
@@ -117,9 +116,11 @@ def split(rows: Sequence, *, seed: int, hold_out: float = HOLD_OUT) -> tuple[lis
 
 
 def by_language(rows: Sequence[Mapping]) -> dict[str, list]:
+    """Rows by the weights that score them (linear.weights_key): the query's language, with
+    the second-stage embedder when every candidate has its cosine."""
     out: dict[str, list] = {}
     for row in rows:
-        out.setdefault(detect_query_language(row["query"]) or "en", []).append(row)
+        out.setdefault(weights_key(row["query"], row["candidates"]), []).append(row)
     return out
 
 
@@ -154,8 +155,8 @@ def fit_language_models(
         if base is not None:
             metrics[lang]["base"] = ranking_metrics(held_out, base)
         weights[lang] = tuple(fit_linear(rows, l2=l2, steps=steps, init=init))
-    for lang in ("en", "zh"):
-        if lang not in weights and base is not None:
+    for lang in ("en", "zh", "en+e5", "zh+e5"):
+        if lang not in weights and base is not None and ("+" not in lang or lang in base.weights):
             weights[lang] = tuple(base.vector(lang))
     model = LinearRanker(features=FEATURES, weights=weights)
     report = {

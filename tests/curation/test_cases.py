@@ -147,9 +147,10 @@ def test_a_case_survives_reingestion(kb, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as sent:
         assert ingest_document.apply((document.pk,), task_id=document.task_id).get() == "ready"
     assert not Chunk.objects.filter(pk=marked["chunk_id"]).exists()  # new chunk ids
-    # The ingestion hook queued one run (its task goes out after the commit).
+    # The ingestion hook queued one run (its task goes out after the commit, with the
+    # document's second-stage vectors).
     queued = RegressionRun.objects.get(status=RegressionRun.Status.QUEUED)
-    assert queued.trigger == RegressionRun.Trigger.INGESTION and len(sent) == 1
+    assert queued.trigger == RegressionRun.Trigger.INGESTION and len(sent) == 2
     assert run_regression(queued.pk) == RegressionRun.Status.DONE
     queued.refresh_from_db()
     row = queued.results[0]

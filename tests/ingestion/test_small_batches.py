@@ -43,6 +43,7 @@ EMBEDDER = {"BACKEND": f"{__name__}.PoisonEmbedder", "DIMENSION": 64, "OPTIONS":
 @pytest.fixture
 def kb(make_user, make_kb, settings):
     settings.RAG_EMBEDDERS = {**settings.RAG_EMBEDDERS, "poison": EMBEDDER}
+    settings.RAG_RERANK_EMBEDDERS = []  # the tests count the messages ingestion sends
     PoisonEmbedder.calls.clear()
     return make_kb(make_user("owner"), "notes", embedders=["poison"])
 

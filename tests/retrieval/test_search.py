@@ -84,3 +84,45 @@ def test_evaluate_command_writes_the_documented_json(tmp_path):
     from ingestion.models import KnowledgeBase
 
     assert not KnowledgeBase.objects.filter(name__startswith="eval bench-tiny").exists()
+
+
+def test_candidates_carry_their_section_and_exact_cosines(make_user, make_kb):
+    """The section signal is the query's cosine to the mean of the parent's children's
+    vectors; a chunk a dense stage's top k missed gets its exact cosine instead."""
+    import numpy as np
+
+    from ingestion.models import Chunk
+    from retrieval.backends import get_embedder
+    from retrieval.services import recall
+
+    paragraphs = [
+        "The planner estimates the cost of each plan from table statistics.",
+        "ANALYZE collects those statistics; autovacuum runs it when tables change.",
+        "Bad estimates show up in EXPLAIN as rows far from the actual counts.",
+    ]
+    body = "\n\n".join(
+        p + " " + " ".join(["Details follow in the next sections."] * 12) for p in paragraphs
+    )
+    kb = ingest_texts(
+        make_kb(make_user("owner"), "planner"), {"planner.md": f"# Planner\n\n{body}"}
+    )
+    children = Chunk.objects.filter(knowledge_base=kb, is_parent=False, parent__isnull=False)
+    assert children.count() >= 2, "the document must give one parent several children"
+
+    query = "how does the planner estimate costs"
+    found = recall(knowledge_bases=[kb], query=query, k=2, keyword=False)
+    vector = get_embedder("minilm").embed_query(query)
+    for c in found:
+        chunk = Chunk.objects.get(pk=c.chunk_id)
+        siblings = [
+            np.asarray(e.embedding, dtype=float)
+            for s in Chunk.objects.filter(parent_id=chunk.parent_id)
+            for e in s.embeddings.filter(embedder="minilm")
+        ]
+        mean = np.mean(siblings, axis=0)
+        expected = float(mean @ vector / np.linalg.norm(mean) / np.linalg.norm(vector))
+        assert c.signals["section:minilm"] == pytest.approx(expected, abs=1e-4)
+    # Every candidate has each embedder's cosine: from its top k, else computed exactly.
+    for c in found:
+        for name in ("minilm", "use"):
+            assert (f"dense:{name}" in c.signals) != (f"cosine:{name}" in c.signals)

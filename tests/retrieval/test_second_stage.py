@@ -58,6 +58,42 @@ def test_stage_that_did_not_run_contributes_nothing():
         assert not x[:, FEATURES.index(name)].any()
 
 
+def test_exact_cosines_replace_imputation_and_sections_are_standardised():
+    cands = _english()
+    cands[2].signals.update({"cosine:use": 0.5})
+    for c, section in zip(cands, (0.2, 0.5, 0.8), strict=True):
+        c.signals.update({"section:minilm": section, "section:use": section})
+    x = features("how do I back up a database with pg_dump", cands)
+    col = {name: i for i, name in enumerate(FEATURES)}
+    # candidate 2's exact USE cosine (0.5) sits between the other two (0.3, 0.6)
+    assert x[2, col["dense:use_minmax"]] == pytest.approx(2 / 3)
+    assert list(np.argsort(x[:, col["section:minilm_z"]])) == [0, 1, 2]
+    assert x[:, col["section:use_z"]].mean() == pytest.approx(0.0, abs=1e-9)
+    # a candidate without a section signal (older candidates) leaves the column at zero
+    del cands[0].signals["section:use"]
+    assert not features("pg_dump", cands)[:, col["section:use_z"]].any()
+
+
+def test_second_stage_cosines_pick_their_own_weights_only_when_every_candidate_has_one():
+    from retrieval.rerank.linear import weights_key
+
+    cands = _english()
+    query = "how do I back up a database with pg_dump"
+    col = {name: i for i, name in enumerate(FEATURES)}
+    assert weights_key(query, cands) == "en"
+    assert not features(query, cands)[:, col["e5_z"]].any()
+    for c, v in zip(cands, (0.2, 0.9, 0.5), strict=True):
+        c.signals["cosine:e5"] = v
+    cands[2].signals["dense:e5"] = cands[2].signals.pop("cosine:e5")  # a recall stage's
+    assert weights_key(query, cands) == "en+e5" and weights_key("怎么备份", cands) == "zh+e5"
+    x = features(query, cands)
+    assert list(np.argsort(x[:, col["e5_z"]])) == [0, 2, 1] and x[1, col["e5_minmax"]] == 1.0
+    plain = LinearRanker(features=FEATURES, weights={"en": tuple([0.0] * len(FEATURES))})
+    assert plain.weights_key(query, cands) == "en"  # a model without them keeps its own
+    del cands[0].signals["cosine:e5"]
+    assert weights_key(query, cands) == "en" and not features(query, cands)[:, col["e5_z"]].any()
+
+
 def test_several_chunks_of_one_document_are_counted():
     cands = [_cand(0, "a", {}, doc=7), _cand(1, "b", {}, doc=7), _cand(2, "c", {}, doc=8)]
     x = features("a b", cands)
@@ -71,7 +107,7 @@ def test_shipped_default_loads_and_puts_the_agreeing_candidate_first():
     assert [c.rerank_score for c in out] == sorted((c.rerank_score for c in out), reverse=True)
     assert reranker.rerank("q", []) == []
     assert len(reranker.rerank("pg_dump", _english(), top_k=2)) == 2
-    assert set(reranker.model().weights) == {"en", "zh"}
+    assert set(reranker.model().weights) == {"en", "zh", "en+e5", "zh+e5"}
 
 
 def test_shipped_artifacts_fit_the_size_budget():

@@ -21,8 +21,10 @@ from tqdm import tqdm
 from ingestion.models import DocumentStatus, KnowledgeBase
 from ingestion.services import (
     document_create,
+    documents_embed_for_rerank,
     documents_ingest_batch,
     knowledge_base_delete,
+    rerank_embedders_for,
 )
 from retrieval.backends import get_reranker
 from retrieval.evaluation import ConfigResult, dedupe_documents, format_table, load_beir
@@ -175,6 +177,22 @@ class Command(BaseCommand):
             f"Ingested {len(ids)} documents into {chunks} chunks in "
             f"{time.perf_counter() - t0:.1f}s ({failed} failed)."
         )
+        # What a worker does in the background once documents are ready: the second-stage
+        # embedders' vectors (settings.RAG_RERANK_EMBEDDERS). Timed apart: no document
+        # waits for it to be searchable.
+        names = rerank_embedders_for(kb)
+        if names:
+            t0 = time.perf_counter()
+            desc = f"second stage ({', '.join(names)})"
+            with tqdm(total=len(ids), desc=desc, file=self.stderr, unit="doc") as bar:
+                added = documents_embed_for_rerank(
+                    document_ids=ids, progress=lambda _: bar.update(1)
+                )
+            seconds = time.perf_counter() - t0
+            self.stdout.write(
+                f"Second-stage vectors ({', '.join(names)}): {added} in {seconds:.1f}s "
+                f"({added / max(seconds, 1e-9):.1f}/s)."
+            )
         return kb
 
     @staticmethod
