@@ -16,14 +16,11 @@ from retrieval.backends import get_embedder
 from retrieval.rerank.linear import DEFAULT_MODEL, LinearRanker
 from retrieval.services import recall, search
 from tests.conftest import ingest_texts
+from tests.retrieval.test_search import DOCS as SEARCH_DOCS
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db]
 
-DOCS = {
-    "backup.txt": "pg_dump writes a consistent backup of one database as an SQL script.",
-    "vacuum.txt": "VACUUM reclaims storage occupied by dead tuples after updates and deletes.",
-    "合并.md": "# 表格\n\n在表格中合并单元格：选中要合并的单元格，然后选择“合并单元格”。",
-}
+DOCS = {name: SEARCH_DOCS[name] for name in ("backup.txt", "vacuum.txt", "合并.md")}
 
 
 @pytest.fixture
