@@ -101,3 +101,22 @@ def test_reembedding_keeps_the_second_stage_vectors(kb):
     )
     assert set(after) == set(before)
     assert all(np.allclose(after[k], before[k]) for k in before)
+
+
+def test_the_command_fills_in_documents_ingested_without_them(
+    kb, django_capture_on_commit_callbacks
+):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        call_command("embed_for_rerank", "--kb", kb.name, stdout=out)
+    assert "3 documents queued for e5" in out.getvalue() and len(sent) == 3
+    call_command("embed_for_rerank", "--kb", kb.name, "--here", stdout=out, stderr=io.StringIO())
+    children = Chunk.objects.filter(knowledge_base=kb, is_parent=False).count()
+    assert f"{children} vectors added (e5)" in out.getvalue() and _e5_vectors(kb) == children
+    out = io.StringIO()
+    call_command("embed_for_rerank", "--kb", kb.name, stdout=out)
+    assert "0 documents queued" in out.getvalue()
