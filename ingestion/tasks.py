@@ -4,9 +4,11 @@ import threading
 import time
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from ingestion.services import (
+    RERANK_EMBEDDING_PRIORITY,
     TransientIngestError,
     document_embed_for_rerank,
     document_fail,
@@ -83,7 +85,13 @@ def ingest_document(self, document_id: int) -> str:
     time_limit=settings.RAG_INGEST_SOFT_TIME_LIMIT + 120,
 )
 def embed_for_rerank(document_id: int) -> int:
-    return document_embed_for_rerank(document_id=document_id)
+    try:
+        return document_embed_for_rerank(document_id=document_id)
+    except SoftTimeLimitExceeded:
+        # A very long document: the batches stored so far stay, and the next message goes
+        # on from the first chunk without a vector.
+        embed_for_rerank.apply_async((document_id,), priority=RERANK_EMBEDDING_PRIORITY)
+        return -1
 
 
 @shared_task(name="ingestion.tasks.requeue_stale_documents")

@@ -66,3 +66,21 @@ def test_bench_batch_percentiles():
     assert row["p95_ms"] == pytest.approx(950.0)
     assert row["max_ms"] == pytest.approx(1000.0)
     assert percentiles([]) == {"n": 0}
+
+
+def test_a_second_stage_task_past_its_time_limit_queues_the_rest(monkeypatch):
+    """The vectors stored so far stay (each batch commits); the next message goes on."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from ingestion import tasks
+
+    def too_long(*, document_id):
+        raise SoftTimeLimitExceeded()
+
+    sent = []
+    monkeypatch.setattr(tasks, "document_embed_for_rerank", too_long)
+    monkeypatch.setattr(
+        tasks.embed_for_rerank, "apply_async", lambda args, **kw: sent.append((args, kw))
+    )
+    assert tasks.embed_for_rerank(7) == -1
+    assert sent == [((7,), {"priority": tasks.RERANK_EMBEDDING_PRIORITY})]
