@@ -52,7 +52,11 @@ from chat.abstention import (
 )
 from chat.management.commands.ask import run_question
 from ingestion.models import Chunk, DocumentStatus, KnowledgeBase
-from ingestion.services import document_create, documents_ingest_batch
+from ingestion.services import (
+    document_create,
+    documents_embed_for_rerank,
+    documents_ingest_batch,
+)
 from retrieval.evaluation import load_beir
 from retrieval.fusion import detect_query_language
 from retrieval.services import search
@@ -352,6 +356,7 @@ def bench_knowledge_base(owner, kind, name, payload, reuse: bool, stderr) -> Kno
     kb_name = f"bench-abstention {name}"
     kb = KnowledgeBase.objects.filter(owner=owner, name=kb_name).first()
     if kb and reuse and not kb.documents.exclude(status=DocumentStatus.READY).exists():
+        documents_embed_for_rerank(document_ids=kb.documents.values_list("pk", flat=True))
         return kb
     if kb:
         from ingestion.services import knowledge_base_delete
@@ -381,6 +386,8 @@ def bench_knowledge_base(owner, kind, name, payload, reuse: bool, stderr) -> Kno
                 ids.append(result.document.pk)
     with tqdm(total=2 * len(ids), desc=f"ingesting {name}", file=stderr) as bar:
         documents_ingest_batch(document_ids=ids, progress=lambda *_: bar.update(1))
+    # What a worker adds once they are ready: the second stage's e5 vectors.
+    documents_embed_for_rerank(document_ids=ids)
     return kb
 
 

@@ -25,6 +25,7 @@ from ingestion.management.commands.ingest import iter_files
 from ingestion.models import KnowledgeBase
 from ingestion.services import (
     document_create,
+    documents_embed_for_rerank,
     documents_ingest_batch,
     knowledge_base_delete,
 )
@@ -70,6 +71,8 @@ class Command(BaseCommand):
                     ids.append(result.document.pk)
             with tqdm(total=2 * len(ids), desc="ingesting", file=self.stderr) as bar:
                 documents_ingest_batch(document_ids=ids, progress=lambda *_: bar.update(1))
+            # What a worker adds once they are ready: the second stage's e5 vectors.
+            documents_embed_for_rerank(document_ids=ids)
             overrides = {}
             if options["llm"] == "fake":
                 server = FakeLLM().start()
