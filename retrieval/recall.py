@@ -157,9 +157,9 @@ DOCUMENT_VECTOR_CHUNKS = 64
 
 def vector_similarities(*, chunk_ids: Sequence[int], embedder: str, vector: np.ndarray) -> dict:
     """For each chunk, the query's cosine to (the chunk's own vector, its section's, its
-    document's). A section is the mean of the vectors of its parent's children, a document
-    the mean of its recall chunks'; each falls back to the smaller unit (no parent; a
-    document over DOCUMENT_VECTOR_CHUNKS). A child matches one passage; the means say
+    document's). A section is the mean of the vectors of its parent's enabled children, a
+    document the mean of its enabled recall chunks'; each falls back to the smaller unit
+    (no parent; a document over DOCUMENT_VECTOR_CHUNKS). A child matches one passage; the means say
     whether the whole section or document is about the question, with no extra embedding
     at ingestion. The chunk's own cosine fills in the dense score of a candidate that the
     embedder's top k missed. One statement for all the candidates: the means are
@@ -179,7 +179,7 @@ def vector_similarities(*, chunk_ids: Sequence[int], embedder: str, vector: np.n
             SELECT s.parent_id, avg(e.embedding::vector({dim})) AS v
             FROM ingestion_chunk s
             JOIN ingestion_chunkembedding e ON e.chunk_id = s.id AND e.embedder = %(embedder)s
-            WHERE s.parent_id IN (SELECT parent_id FROM cand)
+            WHERE s.parent_id IN (SELECT parent_id FROM cand) AND s.enabled
             GROUP BY s.parent_id
         ), document AS MATERIALIZED (
             SELECT d.document_id, m.v FROM (SELECT DISTINCT document_id FROM cand) d
@@ -189,7 +189,7 @@ def vector_similarities(*, chunk_ids: Sequence[int], embedder: str, vector: np.n
                     FROM ingestion_chunk s
                     JOIN ingestion_chunkembedding e
                         ON e.chunk_id = s.id AND e.embedder = %(embedder)s
-                    WHERE s.document_id = d.document_id AND NOT s.is_parent
+                    WHERE s.document_id = d.document_id AND NOT s.is_parent AND s.enabled
                     LIMIT %(cap)s
                 ) x
             ) m
