@@ -8,11 +8,12 @@ documents are queued for the workers at the lowest priority, as ingestion queues
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db.models import Exists, OuterRef
 from tqdm import tqdm
 
-from ingestion.models import ChunkEmbedding, DocumentStatus, KnowledgeBase
+from ingestion.management import knowledge_bases_named
+from ingestion.models import ChunkEmbedding, DocumentStatus
 from ingestion.services import (
     document_embed_for_rerank,
     queue_rerank_embedding,
@@ -28,12 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--here", action="store_true", help="embed in this process")
 
     def handle(self, *args, **options):
-        kbs = KnowledgeBase.objects.all()
-        if options["kb"]:
-            kbs = kbs.filter(name__in=options["kb"])
-            missing = set(options["kb"]) - set(kbs.values_list("name", flat=True))
-            if missing:
-                raise CommandError(f"no knowledge base named {', '.join(sorted(missing))}")
+        kbs = knowledge_bases_named(options["kb"])
         for kb in kbs:
             names = rerank_embedders_for(kb)
             if not names:

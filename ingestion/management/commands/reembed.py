@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from ingestion.models import KnowledgeBase
+from ingestion.management import knowledge_bases_named
 from ingestion.services import knowledge_base_reembed
 
 
@@ -22,12 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--embedder", action="append", help="switch to these embedders first")
 
     def handle(self, *args, **options):
-        kbs = KnowledgeBase.objects.all()
-        if options["kb"]:
-            kbs = kbs.filter(name__in=options["kb"])
-            missing = set(options["kb"]) - set(kbs.values_list("name", flat=True))
-            if missing:
-                raise CommandError(f"no knowledge base named {', '.join(sorted(missing))}")
+        kbs = knowledge_bases_named(options["kb"])
         if options["embedder"]:
             unknown = [e for e in options["embedder"] if e not in settings.RAG_EMBEDDERS]
             if unknown:
